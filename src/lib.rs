@@ -1,0 +1,45 @@
+//! idaas-projector: IDaaS M2M tokens for Alibaba Cloud SDKs in Kubernetes pods, with no AccessKey.
+//!
+//! - [`webhook`]: the mutating admission webhook (pure [`webhook::mutate`] plus its HTTPS server).
+//! - [`crd`]: the `M2MToken` resource.
+//! - [`wait`]: the `wait-for-token` init container.
+//! - [`admin`] and [`metrics`]: health, readiness and Prometheus metrics.
+
+pub mod admin;
+pub mod cli;
+pub mod crd;
+pub mod metrics;
+pub mod wait;
+pub mod webhook;
+
+/// Errors of the long-running commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags or configuration (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Bind { .. } => "bind",
+            Error::Kube(_) => "kube",
+            Error::Io(_) => "io",
+            Error::Tls(_) => "tls",
+        }
+    }
+}

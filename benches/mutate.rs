@@ -1,1 +1,90 @@
-fn main() {}
+//! Time to mutate a typical 3-container pod (one app container, one sidecar, one native sidecar
+//! init container), and to answer a whole AdmissionReview body.
+//!
+//! `cargo bench --bench mutate`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use idaas_projector::webhook::mutate::{MutateConfig, TokenLookup, mutate};
+use idaas_projector::webhook::review::{Standalone, review};
+use serde_json::json;
+
+fn typical_pod() -> serde_json::Value {
+    let container = |name: &str| {
+        json!({
+            "name": name,
+            "image": format!("registry.example.com/shop/{name}:1.4.2"),
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "env": [
+                {"name": "LOG_LEVEL", "value": "info"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+            ],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/shop"}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}
+        })
+    };
+    let mut sidecar = container("log-shipper");
+    sidecar["restartPolicy"] = json!("Always");
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "payments-7d9f8b6c5-",
+            "namespace": "shop",
+            "labels": {"app": "payments", "pod-template-hash": "7d9f8b6c5"},
+            "annotations": {
+                "idaas-projector.io/m2m-token": "payments",
+                "idaas-projector.io/role-arn": "acs:ram::1234567890123456:role/payments",
+                "idaas-projector.io/sts-region": "cn-hangzhou"
+            }
+        },
+        "spec": {
+            "serviceAccountName": "payments",
+            "initContainers": [sidecar],
+            "containers": [container("app"), container("proxy")],
+            "volumes": [{"name": "config", "configMap": {"name": "payments"}}]
+        }
+    })
+}
+
+fn config() -> MutateConfig {
+    MutateConfig {
+        init_image: "registry.example.com/idaas-projector:0.1.0".into(),
+        default_oidc_provider_arn: Some("acs:ram::1234567890123456:oidc-provider/idaas".into()),
+        ..MutateConfig::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let pod = typical_pod();
+    let cfg = config();
+    c.bench_function("mutate/3-container pod", |b| {
+        b.iter(|| {
+            mutate(black_box(&pod), Some("shop"), &cfg, |_| {
+                TokenLookup::Standalone
+            })
+            .unwrap()
+        })
+    });
+    let body = serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "7f0c8a62-3c1e-4f0e-9d5b-2b1f8d8e9a10",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "object": pod,
+        }
+    }))
+    .unwrap();
+    c.bench_function("review/3-container pod (parse, mutate, encode)", |b| {
+        b.iter(|| review(black_box(&body), &cfg, &Standalone).unwrap())
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -114,6 +114,11 @@ pub struct TlsArgs {
         default_value = "/etc/idaas-projector/tls/tls.key"
     )]
     pub tls_key_file: PathBuf,
+    /// Serve a self-signed certificate for localhost made at start, instead of the files; its
+    /// certificate is written to .idaas-projector/webhook.crt for clients to trust. For local
+    /// trials only.
+    #[arg(long, env = "IDAAS_PROJECTOR_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
     /// How often to look for a changed certificate or key.
     #[arg(long, env = "IDAAS_PROJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
@@ -158,8 +163,14 @@ impl InjectArgs {
             return Err("--init-image must not be empty".to_owned());
         }
         let wait = self.default_token_wait;
-        if wait < Duration::from_secs(1) || wait > crate::webhook::annotations::MAX_TOKEN_WAIT {
-            return Err("--default-token-wait must be between 1s and 1h".to_owned());
+        if wait < Duration::from_secs(1)
+            || wait > crate::webhook::annotations::MAX_TOKEN_WAIT
+            || wait.subsec_nanos() != 0
+        {
+            return Err(
+                "--default-token-wait must be a whole number of seconds between 1s and 1h"
+                    .to_owned(),
+            );
         }
         Ok(MutateConfig {
             init_image: self.init_image.trim().to_owned(),

@@ -67,12 +67,9 @@ impl Metrics {
             "Admission requests answered, by result",
             admission_requests.clone(),
         );
-        let admission_duration = Histogram::new(
-            [
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
-            ]
-            .into_iter(),
-        );
+        let admission_duration = Histogram::new([
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+        ]);
         registry.register(
             "admission_duration_seconds",
             "Time to answer one admission request, from the request body to the response",

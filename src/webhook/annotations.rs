@@ -115,7 +115,7 @@ pub fn parse(
             )
         })?;
     }
-    let role_session_name = get(ROLE_SESSION_NAME)?.map(str::to_owned);
+    let role_session_name = get(ROLE_SESSION_NAME)?.map(str::trim).map(str::to_owned);
     if let Some(name) = &role_session_name
         && !is_session_name(name)
     {
@@ -240,8 +240,9 @@ fn validate_arn(arn: &str, resource: &str, max_name: usize, extra: &[u8]) -> Res
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
     {
+        let extra: String = extra.iter().map(|&b| format!(" {}", b as char)).collect();
         return Err(format!(
-            "{resource} name {name:?} must be 1 to {max_name} characters of A-Z a-z 0-9 . _ -"
+            "{resource} name {name:?} must be 1 to {max_name} characters of A-Z a-z 0-9 . _ -{extra}"
         ));
     }
     Ok(())

@@ -63,22 +63,33 @@ pub async fn run(args: WebhookArgs) -> Result<(), Error> {
     // Certificates: load now if possible, then keep watching.
     let store = Arc::new(tls::CertStore::default());
     let tls_config = Arc::new(tls::server_config(store.clone())?);
-    let mut watcher = tls::FileWatcher::default();
-    watcher.poll(
-        &args.tls.tls_cert_file,
-        &args.tls.tls_key_file,
-        &store,
-        &metrics,
-        &readiness,
-    );
-    tokio::spawn(tls::watch_files(
-        args.tls.tls_cert_file.clone(),
-        args.tls.tls_key_file.clone(),
-        args.tls.tls_reload_interval,
-        store.clone(),
-        metrics.clone(),
-        readiness.clone(),
-    ));
+    if args.tls.tls_self_signed {
+        let (pair, cert_pem) = tls::self_signed().map_err(|e| Error::Usage(e.to_string()))?;
+        let path = std::path::Path::new(tls::SELF_SIGNED_CERT_PATH);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, cert_pem)?;
+        tracing::info!(cert = %path.display(), "serving a self-signed certificate for localhost");
+        tls::install(&store, pair, &metrics, &readiness);
+    } else {
+        let mut watcher = tls::FileWatcher::default();
+        watcher.poll(
+            &args.tls.tls_cert_file,
+            &args.tls.tls_key_file,
+            &store,
+            &metrics,
+            &readiness,
+        );
+        tokio::spawn(tls::watch_files(
+            args.tls.tls_cert_file.clone(),
+            args.tls.tls_key_file.clone(),
+            args.tls.tls_reload_interval,
+            store.clone(),
+            metrics.clone(),
+            readiness.clone(),
+        ));
+    }
 
     let resolver: Arc<dyn TokenResolver> = if args.standalone {
         readiness.set_caches_synced();
@@ -88,10 +99,11 @@ pub async fn run(args: WebhookArgs) -> Result<(), Error> {
         let client = kube::Client::try_default().await?;
         let (resolver, reader, drive) = cache::watch(client);
         tokio::spawn(drive);
-        let ready = readiness.clone();
+        let (ready, synced) = (readiness.clone(), resolver.clone());
         tokio::spawn(async move {
             if reader.wait_until_ready().await.is_ok() {
                 tracing::info!("M2MToken cache synced");
+                synced.mark_synced();
                 ready.set_caches_synced();
             }
         });

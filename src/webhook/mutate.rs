@@ -84,6 +84,9 @@ pub enum TokenLookup {
     NotFound,
     /// No Kubernetes API (`--standalone`): annotations and flags only.
     Standalone,
+    /// The cache has not synced yet: the answer is unknown, so the pod is refused for now (its
+    /// controller retries).
+    Unavailable,
 }
 
 /// A successful admission decision.
@@ -273,8 +276,9 @@ fn containers<'a>(
     spec: &'a Map<String, Value>,
     list: &'static str,
 ) -> Result<Vec<ContainerRef<'a>>, Denial> {
-    let Some(items) = spec.get(list) else {
-        return Ok(Vec::new());
+    let items = match spec.get(list) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(items) => items,
     };
     let items = items
         .as_array()
@@ -347,15 +351,11 @@ pub fn mutate(
     check_selection(&wanted.selection, regular.iter().chain(user_init()))?;
 
     let mut warnings = Vec::new();
+    let mut not_found = false;
     let (defaults, found) = match lookup(&wanted.m2m_token) {
         TokenLookup::Found(defaults) => (defaults, true),
         TokenLookup::NotFound => {
-            warnings.push(format!(
-                "M2MToken {:?} not found in this namespace: the pod mounts Secret {:?} and {} until it exists",
-                wanted.m2m_token,
-                wanted.m2m_token,
-                if wanted.token_wait.is_some() { "waits" } else { "has no token" }
-            ));
+            not_found = true;
             (
                 TokenDefaults {
                     secret_name: wanted.m2m_token.clone(),
@@ -371,9 +371,39 @@ pub fn mutate(
             },
             false,
         ),
+        TokenLookup::Unavailable => {
+            return Err(Denial(format!(
+                "the webhook has not loaded the cluster's M2MTokens yet, so M2MToken {:?} cannot be resolved; retry in a few seconds",
+                wanted.m2m_token
+            )));
+        }
     };
 
-    let injection = resolve(&wanted, defaults, found, namespace, metadata, spec, config)?;
+    let mut injection = resolve(&wanted, defaults, found, namespace, metadata, spec, config)?;
+    let any_selected = regular
+        .iter()
+        .chain(user_init())
+        .any(|c| wanted.selection.selects(c.name));
+    if !any_selected {
+        // No container reads the token: holding the pod for it would only delay it.
+        injection.token_wait = None;
+        warnings.push(
+            "no container is selected by the skip/only annotations: only the volume is injected"
+                .to_owned(),
+        );
+    }
+    if not_found {
+        warnings.push(format!(
+            "M2MToken {:?} not found in this namespace: the pod mounts Secret {:?} and {} until it exists",
+            wanted.m2m_token,
+            injection.secret_name,
+            if injection.init_container().is_some() {
+                "waits"
+            } else {
+                "has no token"
+            }
+        ));
+    }
     if injection.windows && wanted.token_wait.is_some() {
         warnings.push(
             "Windows pod: no idaas-projector-wait init container; the application must retry until the token file exists"
@@ -396,6 +426,15 @@ pub fn mutate(
         None => ops.push(add(annotation_path, Value::String(hash))),
     }
 
+    // An init container with our name must be ours.
+    if !already_injected && init.iter().any(|c| c.name == INIT_CONTAINER_NAME) {
+        return Err(Denial(format!(
+            "the pod already has an init container named {INIT_CONTAINER_NAME:?} that idaas-projector did not inject; \
+             rename it or remove the {} annotation",
+            annotations::M2M_TOKEN
+        )));
+    }
+
     // The volume.
     match named(spec.get("volumes"), VOLUME_NAME) {
         Some(existing) => {
@@ -416,19 +455,10 @@ pub fn mutate(
 
     // Mounts and environment of every selected container.
     let vars = injection.env();
-    let mut selected = 0usize;
     for c in regular.iter().chain(user_init()) {
-        if !wanted.selection.selects(c.name) {
-            continue;
+        if wanted.selection.selects(c.name) {
+            container_ops(c, &vars, &mut ops, &mut warnings)?;
         }
-        selected += 1;
-        container_ops(c, &vars, &mut ops, &mut warnings)?;
-    }
-    if selected == 0 {
-        warnings.push(
-            "no container is selected by the skip/only annotations: only the volume is injected"
-                .to_owned(),
-        );
     }
 
     // The init container goes first; inserting at index 0 shifts the others, so it comes last.

@@ -233,3 +233,29 @@ impl FileWatcher {
         }
     }
 }
+
+/// Where `--tls-self-signed` writes the certificate it made, relative to the working directory.
+pub const SELF_SIGNED_CERT_PATH: &str = ".idaas-projector/webhook.crt";
+
+/// Makes a self-signed serving certificate for local use (`localhost`, `127.0.0.1`, `::1`).
+/// Returns the loaded pair and the certificate PEM for clients to trust. The key stays in memory.
+pub fn self_signed() -> Result<(LoadedPair, String), TlsError> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let err = |e: rcgen::Error| TlsError::BadCertificate(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "idaas-projector local webhook");
+    let now = std::time::SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + Duration::from_secs(30 * 24 * 3600)).into();
+    let cert = params.self_signed(&key).map_err(err)?;
+    let cert_pem = cert.pem();
+    let pair = load_pair(cert_pem.as_bytes(), key.serialize_pem().as_bytes())?;
+    Ok((pair, cert_pem))
+}

@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod cli;
 pub mod crd;
+pub mod emulator;
+pub mod idaas;
 pub mod metrics;
 pub mod wait;
 pub mod webhook;

@@ -1,0 +1,1 @@
+//! IDaaS emulator.

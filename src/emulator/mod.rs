@@ -1,0 +1,3 @@
+//! In-process emulators for local use (`dev`) and tests.
+
+pub mod idaas;

@@ -1,0 +1,99 @@
+//! Errors of the IDaaS client and the token checks.
+
+use std::time::Duration;
+
+/// Whether retrying soon can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The configuration must change first (`invalid_client`, `unauthorized_client`,
+    /// `invalid_scope`, other 4xx): retry slowly.
+    Permanent,
+    /// Timeouts, connection errors, 5xx, 429: retry with backoff.
+    Transient,
+}
+
+/// A failed call to the token endpoint, the discovery document or the JWKS.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    pub class: ErrorClass,
+    /// Short machine reason, used as the condition reason and metric label: the OAuth `error`
+    /// (`invalid_client`, ...) or the IDaaS `Code`, else `timeout`, `connect`, `http_<status>`,
+    /// `bad_response`.
+    pub reason: String,
+    /// One human line; names the URL and what went wrong, never a secret or token.
+    pub message: String,
+    /// The server's request ID, when it sent one.
+    pub request_id: Option<String>,
+    /// From `Retry-After` on 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+/// A token that RAM's AssumeRoleWithOIDC would reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("not a JWT: {0}")]
+    NotJwt(String),
+    #[error("algorithm {0} is not asymmetric (RAM accepts RS*, PS* and ES* only)")]
+    SymmetricAlgorithm(String),
+    #[error("iss {got:?} does not equal the issuer {want:?}")]
+    IssuerNotMatch { got: String, want: String },
+    #[error("aud {got:?} does not contain the audience {want:?}")]
+    AudienceNotMatch { got: Vec<String>, want: String },
+    #[error("the token expired at {exp}")]
+    Expired { exp: i64 },
+    #[error("iat {iat} is more than 60 s in the future")]
+    IssuedInFuture { iat: i64 },
+    #[error("the token was issued at {iat}, longer ago than the issuance limit of {limit_secs} s")]
+    IssuedTooLongAgo { iat: i64, limit_secs: u64 },
+    #[error("no key in the issuer's JWKS matches kid {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("the signature does not verify against the issuer's JWKS")]
+    InvalidSignature,
+}
+
+impl CheckError {
+    /// RAM's error code for this rejection.
+    pub fn ram_code(&self) -> &'static str {
+        match self {
+            CheckError::NotJwt(_) | CheckError::SymmetricAlgorithm(_) => {
+                "AuthenticationFail.OIDCToken.Invalid"
+            }
+            CheckError::IssuerNotMatch { .. } => "AuthenticationFail.OIDCToken.IssuerNotMatch",
+            CheckError::AudienceNotMatch { .. } => "AuthenticationFail.OIDCToken.AudienceNotMatch",
+            CheckError::Expired { .. } => "AuthenticationFail.OIDCToken.Expired",
+            CheckError::IssuedInFuture { .. } | CheckError::IssuedTooLongAgo { .. } => {
+                "AuthenticationFail.OIDCToken.IssueTimeInvalid"
+            }
+            CheckError::UnknownKey(_) | CheckError::InvalidSignature => {
+                "AuthenticationFail.OIDCToken.InvalidSignature"
+            }
+        }
+    }
+
+    /// Short label for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CheckError::NotJwt(_) => "NotJWT",
+            CheckError::SymmetricAlgorithm(_) => "SymmetricAlgorithm",
+            CheckError::IssuerNotMatch { .. } => "IssuerNotMatch",
+            CheckError::AudienceNotMatch { .. } => "AudienceNotMatch",
+            CheckError::Expired { .. } => "Expired",
+            CheckError::IssuedInFuture { .. } => "IssuedInFuture",
+            CheckError::IssuedTooLongAgo { .. } => "IssuedTooLongAgo",
+            CheckError::UnknownKey(_) => "UnknownKey",
+            CheckError::InvalidSignature => "InvalidSignature",
+        }
+    }
+}
+
+/// Why a refresh produced no usable token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshError {
+    /// The token (or discovery/JWKS) request failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A token came back but fails a check: it is never published.
+    #[error("token rejected ({code}): {0}", code = .0.ram_code())]
+    Rejected(#[from] CheckError),
+}

@@ -1,0 +1,122 @@
+//! The IDaaS side: OAuth 2.0 client_credentials token requests and the checks RAM's
+//! AssumeRoleWithOIDC will apply to the token.
+//!
+//! - [`client`]: the HTTP client (discovery, token endpoint, JWKS cache).
+//! - [`jwt`]: pure token checks (claims and signature), named by RAM's error codes.
+//! - [`error`]: typed errors that say permanent or transient.
+//!
+//! No token, client secret or private key is ever formatted into an error or a log line: they are
+//! held in [`secrecy::SecretString`], whose `Debug` prints `[REDACTED]`.
+
+pub mod client;
+pub mod error;
+pub mod jwt;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use client::IdaasClient;
+pub use error::{CheckError, ErrorClass, FetchError, RefreshError};
+pub use jwt::{Expectations, TokenClaims};
+
+/// How the client application authenticates at the token endpoint, with its secret material.
+#[derive(Clone)]
+pub enum Credential {
+    /// `client_id` and `client_secret` as form fields (the IDaaS curl example).
+    ClientSecretPost { client_secret: SecretString },
+    /// `client_id` and `client_secret` in an HTTP Basic `Authorization` header.
+    ClientSecretBasic { client_secret: SecretString },
+    /// RFC 7523 client assertion: a JWT with iss = sub = client_id, aud = the token endpoint,
+    /// a random jti, iat, exp about 5 minutes later, signed RS256 with this PEM private key.
+    PrivateKeyJwt { private_key_pem: SecretString },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::ClientSecretPost { .. } => "ClientSecretPost([REDACTED])",
+            Credential::ClientSecretBasic { .. } => "ClientSecretBasic([REDACTED])",
+            Credential::PrivateKeyJwt { .. } => "PrivateKeyJwt([REDACTED])",
+        })
+    }
+}
+
+/// Everything needed to obtain and check one token.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// The issuer URL; the token's `iss` must equal it.
+    pub issuer: String,
+    /// Overrides discovery.
+    pub token_endpoint: Option<String>,
+    /// Overrides discovery.
+    pub jwks_uri: Option<String>,
+    /// The resource server's audience identifier; `aud` must contain it.
+    pub audience: String,
+    /// Scopes; each sent as `<audience>|<scope>`, joined by spaces.
+    pub scopes: Vec<String>,
+    pub client_id: String,
+    pub credential: Credential,
+    /// RAM's "earliest issuance time allowed".
+    pub max_token_age: Duration,
+}
+
+impl TokenRequest {
+    /// The `scope` form field: `"<audience>|<scope>"` joined by spaces.
+    pub fn scope_string(&self) -> String {
+        self.scopes
+            .iter()
+            .map(|s| format!("{}|{}", self.audience, s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// HTTP settings of the client.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Extra PEM CA certificates, trusted on top of the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            ca_file: None,
+        }
+    }
+}
+
+/// The token endpoint's success answer.
+pub struct TokenResponse {
+    pub access_token: SecretString,
+    pub token_type: Option<String>,
+    /// Seconds, from `expires_in` (a number or a numeric string).
+    pub expires_in: Option<i64>,
+    /// Unix seconds, from `expires_at` when the server sends it.
+    pub expires_at: Option<i64>,
+}
+
+/// A token that passed every check.
+#[derive(Clone)]
+pub struct FetchedToken {
+    /// The raw JWT.
+    pub token: SecretString,
+    pub claims: TokenClaims,
+}
+
+impl std::fmt::Debug for FetchedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchedToken")
+            .field("token", &"[REDACTED]")
+            .field("claims", &self.claims)
+            .finish()
+    }
+}

@@ -28,8 +28,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the webhook and the token projector in one process (the chart's default).
+    Serve(ServeArgs),
     /// Run the mutating admission webhook (HTTPS POST /mutate) and its admin server.
     Webhook(WebhookArgs),
+    /// Run the token projector: keep a fresh IDaaS token in the Secret of every M2MToken
+    /// (leader-elected through a Lease).
+    Controller(ControllerArgs),
     /// Wait until a token file holds a JWT valid for more than a minute (the init container).
     WaitForToken(WaitArgs),
     /// Print the M2MToken CustomResourceDefinition as YAML.
@@ -70,6 +75,8 @@ pub struct WebhookArgs {
     #[arg(long, env = "IDAAS_PROJECTOR_STANDALONE")]
     pub standalone: bool,
     #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -78,10 +85,93 @@ pub struct WebhookArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ServerArgs {
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Do not run the webhook (projector only).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_NO_WEBHOOK",
+        conflicts_with = "no_controller"
+    )]
+    pub no_webhook: bool,
+    /// Do not run the projector (webhook only).
+    #[arg(long, env = "IDAAS_PROJECTOR_NO_CONTROLLER")]
+    pub no_controller: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub inject: InjectArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
     /// Address of the HTTPS webhook listener.
     #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectorArgs {
+    /// Watch M2MTokens only in this namespace (repeat for several); default: all namespaces.
+    #[arg(
+        long = "namespace",
+        env = "IDAAS_PROJECTOR_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// At most this many token requests to IDaaS at once.
+    #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONCURRENT_REFRESHES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_refreshes: u16,
+    /// How often a fresh token's credentials Secret is looked at again, so that a changed client
+    /// secret is used within this time.
+    #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub recheck_interval: Duration,
+    /// Run without leader election (only for a single replica).
+    #[arg(long, env = "IDAAS_PROJECTOR_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_LEASE_NAME",
+        default_value = "idaas-projector"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the chart sets the release namespace).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_LEASE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (the chart sets the pod name); default: the hostname.
+    #[arg(long, env = "IDAAS_PROJECTOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// Connect timeout of calls to IDaaS.
+    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Total timeout of one call to IDaaS.
+    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// PEM CA certificates trusted for IDaaS on top of the system roots.
+    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// Address of the plain HTTP admin listener (/healthz, /readyz, /metrics).
     #[arg(
         long,
@@ -232,17 +322,23 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Webhook(args) => match crate::webhook::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(crate::Error::Usage(message)) => {
-                tracing::error!("{message}");
-                ExitCode::from(EXIT_USAGE)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "webhook failed");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+        Command::Serve(args) => exit(crate::run::serve(args).await),
+        Command::Webhook(args) => exit(crate::run::webhook(args).await),
+        Command::Controller(args) => exit(crate::run::controller(args).await),
+    }
+}
+
+fn exit(result: Result<(), crate::Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(crate::Error::Usage(message)) => {
+            tracing::error!("{message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stopped with an error");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod emulator;
 pub mod idaas;
 pub mod metrics;
+pub mod run;
 pub mod wait;
 pub mod webhook;
 
@@ -31,6 +33,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A part of the process stopped (the projector's lease task died, a task panicked).
+    #[error("{0}")]
+    Task(String),
 }
 
 impl Error {
@@ -42,6 +47,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Io(_) => "io",
             Error::Tls(_) => "tls",
+            Error::Task(_) => "task",
         }
     }
 }

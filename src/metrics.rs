@@ -39,6 +39,35 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// Outcome of a token refresh.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefreshResult {
+    /// A checked token was obtained.
+    success,
+    /// The token endpoint (or discovery, JWKS) failed.
+    failure,
+    /// A token came back but fails a check RAM would apply; it was not published.
+    rejected,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    pub result: RefreshResult,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
 /// All metrics of the process, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +79,16 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     /// `idaas_projector_webhook_certificate_reloads_total{result}`.
     pub certificate_reloads: Family<ReloadLabels, Counter>,
+    /// `idaas_projector_token_refreshes_total{result,reason}`.
+    pub refreshes: Family<RefreshLabels, Counter>,
+    /// `idaas_projector_idaas_request_duration_seconds`.
+    pub idaas_request_duration: Histogram,
+    /// `idaas_projector_token_expiry_timestamp_seconds{namespace,name}`.
+    pub token_expiry: Family<TokenLabels, Gauge>,
+    /// `idaas_projector_reconcile_errors_total{error}`.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// `idaas_projector_secret_writes_total`.
+    pub secret_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -87,8 +126,44 @@ impl Metrics {
             "Attempts to load a changed serving certificate, by result",
             certificate_reloads.clone(),
         );
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Token refreshes, by result and reason (the OAuth error or failed check)",
+            refreshes.clone(),
+        );
+        let idaas_request_duration =
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register(
+            "idaas_request_duration_seconds",
+            "Time to obtain and check one token from IDaaS (discovery and JWKS included)",
+            idaas_request_duration.clone(),
+        );
+        let token_expiry = Family::<TokenLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "Expiry of the token each M2MToken's Secret holds, as a Unix timestamp",
+            token_expiry.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by kind",
+            reconcile_errors.clone(),
+        );
+        let secret_writes = Counter::default();
+        registry.register(
+            "secret_writes",
+            "Token Secrets written (server-side apply)",
+            secret_writes.clone(),
+        );
         Self {
             registry,
+            refreshes,
+            idaas_request_duration,
+            token_expiry,
+            reconcile_errors,
+            secret_writes,
             admission_requests,
             admission_duration,
             certificate_expiry,
@@ -107,6 +182,43 @@ impl Metrics {
     pub fn reload(&self, result: ReloadResult) {
         self.certificate_reloads
             .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Counts one token refresh.
+    pub fn refresh(&self, result: RefreshResult, reason: &str) {
+        self.refreshes
+            .get_or_create(&RefreshLabels {
+                result,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the expiry of an M2MToken's token.
+    pub fn token_expiry(&self, namespace: &str, name: &str, exp: i64) {
+        self.token_expiry
+            .get_or_create(&TokenLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(exp);
+    }
+
+    /// Forgets a deleted M2MToken's gauge.
+    pub fn forget_token(&self, namespace: &str, name: &str) {
+        self.token_expiry.remove(&TokenLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    /// Counts one reconcile error.
+    pub fn reconcile_error(&self, label: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: label.to_owned(),
+            })
             .inc();
     }
 

@@ -1,0 +1,198 @@
+//! The token projector: a kube-runtime controller over M2MTokens that keeps a fresh, checked IDaaS
+//! token in each one's Secret.
+//!
+//! - [`schedule`]: when to refresh and how long to back off (pure).
+//! - [`secret`], [`status`]: the Secret and the status (pure).
+//! - [`reconcile`]: wires the Kubernetes API and IDaaS to them.
+
+pub mod reconcile;
+pub mod schedule;
+pub mod secret;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+
+use crate::crd::M2MToken;
+use crate::idaas::IdaasClient;
+use crate::metrics::Metrics;
+use reconcile::{Context, error_policy, reconcile};
+
+/// What the controller needs from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    pub max_concurrent_refreshes: usize,
+    pub recheck_interval: Duration,
+    /// `None`: no leader election (a single replica).
+    pub lease: Option<LeaseSettings>,
+}
+
+/// Leader election through a coordination.k8s.io Lease.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration_secs: u64,
+    pub grace_secs: u64,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+/// Runs the controllers (one per watched namespace, or one for all) until `stop` resolves.
+pub async fn run_controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        let (tokens, secrets): (Api<M2MToken>, Api<Secret>) = match &ns {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let ctx = ctx.clone();
+        Controller::new(tokens, watcher::Config::default().any_semantic())
+            .owns(
+                secrets,
+                watcher::Config::default().labels(&secret::managed_selector()),
+            )
+            .graceful_shutdown_on(stop.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller event");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+}
+
+/// Builds the shared reconcile context.
+pub fn context(
+    client: Client,
+    idaas: IdaasClient,
+    metrics: Arc<Metrics>,
+    settings: &Settings,
+    instance: Option<String>,
+) -> Arc<Context> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "idaas-projector".to_owned(),
+            instance,
+        },
+    );
+    Arc::new(Context::new(
+        client,
+        idaas,
+        metrics,
+        recorder,
+        settings.max_concurrent_refreshes,
+        settings.recheck_interval,
+    ))
+}
+
+/// Runs the projector: with a lease, only while holding it. Returns when `stop` resolves, or
+/// with an error when the lease task dies (the process then exits non-zero).
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    settings: Settings,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> Result<(), RunError> {
+    let Some(lease) = settings.lease.clone() else {
+        run_controllers(client, ctx, &settings.namespaces, stop).await;
+        return Ok(());
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(lease.duration_secs)
+        .with_grace(lease.grace_secs)
+        .with_field_manager(secret::MANAGER)
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leader, task) = manager.watch().await;
+    let mut task = std::pin::pin!(task);
+    let mut stopped = std::pin::pin!(stop.clone());
+    loop {
+        // Wait to become the leader.
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                changed = leader.changed() => if changed.is_err() {
+                    return Err(RunError::Lease("the lease channel closed".to_owned()));
+                },
+                res = &mut task => return Err(RunError::Lease(format!("the lease task ended: {res:?}"))),
+                () = &mut stopped => return Ok(()),
+            }
+        }
+        tracing::info!(lease = %lease.name, identity = %lease.identity, "leading: reconciling M2MTokens");
+        let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+        let lost = {
+            let mut rx = lost_rx.clone();
+            async move {
+                let _ = rx.wait_for(|l| *l).await;
+            }
+        };
+        let combined = {
+            let stop = stop.clone();
+            let lost = futures::FutureExt::shared(lost);
+            async move {
+                tokio::select! {
+                    () = stop => {},
+                    () = lost => {},
+                }
+            }
+        };
+        let combined = futures::FutureExt::shared(Box::pin(combined));
+        let mut controllers = std::pin::pin!(run_controllers(
+            client.clone(),
+            ctx.clone(),
+            &settings.namespaces,
+            combined
+        ));
+        loop {
+            tokio::select! {
+                () = &mut controllers => return Ok(()),
+                changed = leader.changed() => {
+                    if changed.is_err() || !*leader.borrow_and_update() {
+                        tracing::warn!("lost the lease: stopping reconciles");
+                        let _ = lost_tx.send(true);
+                        (&mut controllers).await;
+                        break;
+                    }
+                },
+                res = &mut task => return Err(RunError::Lease(format!("the lease task ended: {res:?}"))),
+            }
+        }
+        // `stop` may have fired while the controllers drained.
+        if futures::FutureExt::now_or_never(&mut stopped).is_some() {
+            return Ok(());
+        }
+    }
+}

@@ -491,10 +491,11 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
                     "TokenRejected",
                 ),
             };
+            let deadline = stored.as_ref().map(|s| plan_of(s).deadline);
             let delay = if permanent {
                 BACKOFF_CAP
             } else {
-                schedule::backoff(attempts, fastrand::f64(), retry_after)
+                schedule::retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
             };
             ctx.set_failure(
                 &key,

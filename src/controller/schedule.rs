@@ -73,6 +73,25 @@ pub fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Dura
         .max(Duration::from_millis(500))
 }
 
+/// The wait before the next try after a failure: [`backoff`], but while the Secret still holds a
+/// token that RAM accepts until `deadline`, never past that deadline, so one more try happens
+/// before the token goes stale.
+pub fn retry_delay(
+    attempt: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+    now: i64,
+    deadline: Option<i64>,
+) -> Duration {
+    let d = backoff(attempt, jitter, retry_after);
+    match deadline {
+        Some(deadline) if deadline > now => {
+            d.min(Duration::from_secs((deadline - now) as u64).max(Duration::from_secs(1)))
+        }
+        _ => d,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,739 @@
+//! Reconcile scenarios against kube's `tower_test` mock API (every request's method, path and
+//! body asserted, every answer scripted) and the in-process IDaaS emulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{Method, Request, Response, StatusCode};
+use idaas_projector::controller::reconcile::{Context, reconcile};
+use idaas_projector::controller::secret;
+use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
+use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator};
+use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::metrics::Metrics;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+const NS: &str = "shop";
+const NAME: &str = "payments";
+const UID: &str = "5d1c1e52-7a0e-4c4e-9a55-0d6f5e0c0001";
+const CLIENT_ID: &str = "app_payments";
+const CLIENT_SECRET: &str = "s3cr3t-client-value";
+const AUDIENCE: &str = "api://payments";
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+async fn emulator(lifetime: Duration) -> IdaasEmulator {
+    IdaasEmulator::start(EmulatorConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        audience: AUDIENCE.into(),
+        scopes_granted: vec![".all".into()],
+        token_lifetime: lifetime,
+        client_public_key_pem: None,
+    })
+    .await
+    .unwrap()
+}
+
+fn m2mtoken(issuer: &str, max_token_age: &str) -> M2MToken {
+    let mut t = M2MToken::new(
+        NAME,
+        M2MTokenSpec {
+            issuer: issuer.into(),
+            token_endpoint: None,
+            jwks_uri: None,
+            audience: AUDIENCE.into(),
+            scopes: vec![".all".into()],
+            client_id: CLIENT_ID.into(),
+            client_auth: ClientAuth {
+                method: ClientAuthMethod::ClientSecretPost,
+                secret_ref: SecretKeyRef {
+                    name: "payments-idaas-client".into(),
+                    key: "client_secret".into(),
+                },
+            },
+            secret_name: None,
+            role_arn: None,
+            oidc_provider_arn: None,
+            max_token_age: max_token_age.into(),
+        },
+    );
+    t.metadata.namespace = Some(NS.into());
+    t.metadata.uid = Some(UID.into());
+    t.metadata.generation = Some(1);
+    t.metadata.resource_version = Some("100".into());
+    t
+}
+
+/// An unsigned token-shaped JWT with chosen times (reading a Secret back checks no signature).
+fn stored_jwt(issuer: &str, iat: i64, exp: i64) -> String {
+    let b64 = |v: Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg": "RS256", "kid": "k1", "typ": "JWT"})),
+        b64(json!({"iss": issuer, "sub": CLIENT_ID, "aud": AUDIENCE, "iat": iat, "exp": exp}))
+    )
+}
+
+fn managed_secret(token: &str, iat: i64, exp: i64, creds_version: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": NAME, "namespace": NS, "resourceVersion": "7",
+            "labels": {"app.kubernetes.io/managed-by": "idaas-projector", "idaas-projector.io/m2m-token": NAME},
+            "annotations": {
+                "idaas-projector.io/issued-at": secret::rfc3339(iat),
+                "idaas-projector.io/expires-at": secret::rfc3339(exp),
+                "idaas-projector.io/generation": "1",
+                "idaas-projector.io/credentials-version": creds_version,
+            },
+            "ownerReferences": [{"apiVersion": "idaas-projector.io/v1alpha1", "kind": "M2MToken",
+                "name": NAME, "uid": UID, "controller": true, "blockOwnerDeletion": true}]
+        },
+        "type": "Opaque",
+        "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)}
+    })
+}
+
+fn credentials_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "payments-idaas-client", "namespace": NS, "resourceVersion": "42"},
+        "type": "Opaque",
+        "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode(CLIENT_SECRET)}
+    })
+}
+
+fn not_found(name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "code": 404}),
+    )
+}
+
+struct Harness {
+    handle: Handle,
+    ctx: Arc<Context>,
+}
+
+fn harness(metrics: Arc<Metrics>) -> Harness {
+    install_provider();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "idaas-projector".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let idaas = IdaasClient::new(&HttpConfig {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+        ca_file: None,
+    })
+    .unwrap();
+    let ctx = Arc::new(Context::new(
+        client,
+        idaas,
+        metrics,
+        recorder,
+        4,
+        Duration::from_secs(60),
+    ));
+    Harness { handle, ctx }
+}
+
+/// Expects one request; answers it; returns its body as JSON (Null when empty).
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    answer: (StatusCode, Value),
+) -> Value {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+        .unwrap_or_else(|| panic!("no request, expected {method} {path}"));
+    assert_eq!(request.method(), method, "method of {}", request.uri());
+    assert_eq!(request.uri().path(), path, "path");
+    let query = request.uri().query().unwrap_or("").to_owned();
+    if method == Method::PATCH && path.contains("/secrets/") {
+        assert!(query.contains("fieldManager=idaas-projector"), "{query}");
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/apply-patch+yaml",
+            "server-side apply"
+        );
+    }
+    let bytes = http_body_util::BodyExt::collect(request.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let (status, answer) = answer;
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    body
+}
+
+async fn expect_no_more(handle: &mut Handle) {
+    if let Ok(Some((request, _))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", request.method(), request.uri());
+    }
+}
+
+const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/payments";
+const CREDS_PATH: &str = "/api/v1/namespaces/shop/secrets/payments-idaas-client";
+const STATUS_PATH: &str =
+    "/apis/idaas-projector.io/v1alpha1/namespaces/shop/m2mtokens/payments/status";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+fn ready(status_patch: &Value) -> (String, String, String) {
+    let c = &status_patch["status"]["conditions"][0];
+    assert_eq!(c["type"], "Ready");
+    (
+        c["status"].as_str().unwrap().to_owned(),
+        c["reason"].as_str().unwrap().to_owned(),
+        c["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The Secret written on a successful refresh.
+fn assert_applied_secret(body: &Value) -> String {
+    assert_eq!(body["kind"], "Secret");
+    assert_eq!(body["type"], "Opaque");
+    assert_eq!(body["metadata"]["name"], NAME);
+    assert_eq!(
+        body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "idaas-projector"
+    );
+    assert_eq!(
+        body["metadata"]["labels"]["idaas-projector.io/m2m-token"],
+        NAME
+    );
+    let owner = &body["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], UID);
+    assert_eq!(owner["controller"], true);
+    assert_eq!(owner["kind"], "M2MToken");
+    let ann = &body["metadata"]["annotations"];
+    assert!(secret::parse_rfc3339(ann["idaas-projector.io/issued-at"].as_str().unwrap()).is_some());
+    assert!(
+        secret::parse_rfc3339(ann["idaas-projector.io/expires-at"].as_str().unwrap()).is_some()
+    );
+    assert_eq!(ann["idaas-projector.io/credentials-version"], "42");
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(body["data"]["token"].as_str().unwrap())
+        .unwrap();
+    let token = String::from_utf8(token).unwrap();
+    assert_eq!(token.split('.').count(), 3);
+    assert!(!token.ends_with('\n'), "no trailing newline");
+    token
+}
+
+async fn run_refresh_success(
+    h: &mut Harness,
+    t: M2MToken,
+    existing: (StatusCode, Value),
+) -> Action {
+    let task = spawn_reconcile(h, t);
+    expect(&mut h.handle, Method::GET, SECRET_PATH, existing).await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    let applied = expect(
+        &mut h.handle,
+        Method::PATCH,
+        SECRET_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_applied_secret(&applied);
+    let event = expect(
+        &mut h.handle,
+        Method::POST,
+        EVENTS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_eq!(event["reason"], "Refreshed");
+    assert_eq!(event["type"], "Normal");
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, _) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "Refreshed"));
+    assert_eq!(status["status"]["subject"], CLIENT_ID);
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    for field in ["issuedAt", "expiresAt", "refreshAt", "lastRefreshTime"] {
+        assert!(status["status"][field].is_string(), "{field}");
+    }
+    let action = task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+    action
+}
+
+fn spawn_reconcile(
+    h: &Harness,
+    t: M2MToken,
+) -> tokio::task::JoinHandle<Result<Action, idaas_projector::controller::reconcile::Error>> {
+    let ctx = h.ctx.clone();
+    tokio::spawn(async move { reconcile(Arc::new(t), ctx).await })
+}
+
+#[tokio::test]
+async fn first_creation_fetches_and_writes_the_secret() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(metrics.clone());
+    let action = run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), not_found(NAME)).await;
+    assert_eq!(emu.token_requests(), 1);
+    // Next look: no later than the credentials re-check interval.
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(
+            "idaas_projector_token_refreshes_total{result=\"success\",reason=\"Refreshed\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("idaas_projector_secret_writes_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "idaas_projector_token_expiry_timestamp_seconds{namespace=\"shop\",name=\"payments\"}"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn fresh_token_means_no_idaas_call_and_no_write() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let t = now();
+    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(
+        &mut h.handle,
+        Method::GET,
+        SECRET_PATH,
+        (
+            StatusCode::OK,
+            managed_secret(&token, t - 60, t + 3540, "42"),
+        ),
+    )
+    .await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    // After a restart the status is empty: it is filled in from the Secret, without a fetch.
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, _) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "TokenValid"));
+    let action = task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+    assert_eq!(
+        emu.token_requests(),
+        0,
+        "no IDaaS call while the token is fresh"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_patched_again() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let t = now();
+    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
+
+    // First pass: learn the status the reconciler writes.
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(
+        &mut h.handle,
+        Method::GET,
+        SECRET_PATH,
+        (StatusCode::OK, secret_json.clone()),
+    )
+    .await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    task.await.unwrap().unwrap();
+
+    // Second pass with that status in place: two GETs and nothing else.
+    let mut t2 = m2mtoken(&emu.issuer(), "12h");
+    t2.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
+    let task = spawn_reconcile(&h, t2);
+    expect(
+        &mut h.handle,
+        Method::GET,
+        SECRET_PATH,
+        (StatusCode::OK, secret_json),
+    )
+    .await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+}
+
+#[tokio::test]
+async fn refresh_due_fetches_applies_and_updates_status() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let t = now();
+    // Issued 50 minutes ago, expires in 10: past 2/3 of its hour.
+    let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
+    run_refresh_success(
+        &mut h,
+        m2mtoken(&emu.issuer(), "12h"),
+        (
+            StatusCode::OK,
+            managed_secret(&old, t - 3000, t + 600, "42"),
+        ),
+    )
+    .await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn max_token_age_reached_before_exp_refreshes() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let t = now();
+    // Valid for another day, but issued 50 minutes ago with maxTokenAge 1h: 2/3 of the age passed.
+    let old = stored_jwt(&emu.issuer(), t - 3000, t + 86_400);
+    run_refresh_success(
+        &mut h,
+        m2mtoken(&emu.issuer(), "1h"),
+        (
+            StatusCode::OK,
+            managed_secret(&old, t - 3000, t + 86_400, "42"),
+        ),
+    )
+    .await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn changed_credentials_secret_refreshes_at_once() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let t = now();
+    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    // The Secret was written with credentials version 41; the credentials Secret is now at 42.
+    let existing = (
+        StatusCode::OK,
+        managed_secret(&token, t - 60, t + 3540, "41"),
+    );
+    run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), existing).await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn managed_secret_deleted_is_recreated() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    // The status still says Ready from before the deletion.
+    t.status = Some(
+        serde_json::from_value(json!({
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Refreshed", "message": "old",
+            "lastTransitionTime": "2026-11-28T10:00:00Z"}]}))
+        .unwrap(),
+    );
+    run_refresh_success(&mut h, t, not_found(NAME)).await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
+async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (Action, String) {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(fault);
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(metrics.clone());
+    let t = now();
+    // The Secret holds a token that is due for refresh but still valid for 10 minutes.
+    let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(
+        &mut h.handle,
+        Method::GET,
+        SECRET_PATH,
+        (
+            StatusCode::OK,
+            managed_secret(&old, t - 3000, t + 600, "42"),
+        ),
+    )
+    .await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    // No PATCH of the Secret: a failed refresh never touches it.
+    let event = expect(
+        &mut h.handle,
+        Method::POST,
+        EVENTS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_eq!(event["reason"], want_event);
+    assert_eq!(event["type"], "Warning");
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!(s, "False");
+    assert_eq!(reason, want_reason, "{message}");
+    assert!(
+        message.contains("still holds a token valid until"),
+        "{message}"
+    );
+    assert!(!message.contains(CLIENT_SECRET));
+    let action = task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+    assert_eq!(
+        emu.issued_tokens(),
+        usize::from(want_event == "TokenRejected")
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(&format!("reason=\"{want_reason}\"")),
+        "{text}"
+    );
+    (action, message)
+}
+
+fn requeue_secs(a: &Action) -> u64 {
+    // Action has no accessor; its Debug shows the duration.
+    let d = format!("{a:?}");
+    let secs: String = d
+        .split("secs: ")
+        .nth(1)
+        .unwrap_or("0")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    secs.parse().unwrap()
+}
+
+#[tokio::test]
+async fn idaas_500_keeps_the_secret_and_backs_off() {
+    let (action, _) = failing_refresh(Fault::Status(500), "http_500", "RefreshFailed").await;
+    assert!(
+        requeue_secs(&action) <= 1,
+        "first retry after about a second: {action:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_client_is_permanent_and_retries_slowly() {
+    let (action, _) = failing_refresh(
+        Fault::OAuthError {
+            status: 401,
+            error: "invalid_client".into(),
+        },
+        "invalid_client",
+        "RefreshFailed",
+    )
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn too_many_requests_honours_retry_after() {
+    let (action, _) = failing_refresh(
+        Fault::TooManyRequests {
+            retry_after_secs: 30,
+        },
+        "http_429",
+        "RefreshFailed",
+    )
+    .await;
+    assert!(requeue_secs(&action) >= 30, "{action:?}");
+}
+
+#[tokio::test]
+async fn token_failing_a_check_is_never_written() {
+    failing_refresh(Fault::WrongAudience, "AudienceNotMatch", "TokenRejected").await;
+    failing_refresh(Fault::Hs256Token, "SymmetricAlgorithm", "TokenRejected").await;
+    failing_refresh(Fault::AlreadyExpired, "Expired", "TokenRejected").await;
+}
+
+#[tokio::test]
+async fn missing_credentials_secret_sets_a_clear_condition() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(&mut h.handle, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    expect(
+        &mut h.handle,
+        Method::GET,
+        CREDS_PATH,
+        not_found("payments-idaas-client"),
+    )
+    .await;
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "CredentialsSecretNotFound")
+    );
+    assert!(message.contains("payments-idaas-client"), "{message}");
+    let action = task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+    assert_eq!(emu.token_requests(), 0);
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn a_foreign_secret_with_the_same_name_is_left_alone() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    let foreign = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": NAME, "namespace": NS}, "data": {"password": "aHVudGVyMg=="}});
+    expect(
+        &mut h.handle,
+        Method::GET,
+        SECRET_PATH,
+        (StatusCode::OK, foreign),
+    )
+    .await;
+    let status = expect(
+        &mut h.handle,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, _) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretConflict"));
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut h.handle).await;
+    assert_eq!(emu.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn backoff_gates_a_second_reconcile() {
+    // After a failure, a reconcile triggered by the status patch itself does not call IDaaS again.
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(Fault::OAuthError {
+        status: 401,
+        error: "invalid_client".into(),
+    });
+    let mut h = harness(Arc::new(Metrics::new()));
+    let issuer = emu.issuer();
+    for round in 0..2 {
+        let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
+        expect(&mut h.handle, Method::GET, SECRET_PATH, not_found(NAME)).await;
+        expect(
+            &mut h.handle,
+            Method::GET,
+            CREDS_PATH,
+            (StatusCode::OK, credentials_secret()),
+        )
+        .await;
+        if round == 0 {
+            expect(
+                &mut h.handle,
+                Method::POST,
+                EVENTS_PATH,
+                (StatusCode::OK, json!({})),
+            )
+            .await;
+            expect(
+                &mut h.handle,
+                Method::PATCH,
+                STATUS_PATH,
+                (StatusCode::OK, json!({})),
+            )
+            .await;
+        }
+        task.await.unwrap().unwrap();
+        expect_no_more(&mut h.handle).await;
+    }
+    assert_eq!(emu.token_requests(), 1);
+}

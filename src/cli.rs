@@ -35,6 +35,9 @@ pub enum Command {
     /// Run the token projector: keep a fresh IDaaS token in the Secret of every M2MToken
     /// (leader-elected through a Lease).
     Controller(ControllerArgs),
+    /// Fetch one IDaaS M2M token like the IDaaS curl example; with --out FILE --watch keep a
+    /// file fresh (hosts without Kubernetes).
+    Token(crate::token_command::TokenArgs),
     /// Wait until a token file holds a JWT valid for more than a minute (the init container).
     WaitForToken(WaitArgs),
     /// Print the M2MToken CustomResourceDefinition as YAML.
@@ -323,6 +326,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Serve(args) => exit(crate::run::serve(args).await),
+        Command::Token(args) => match crate::token_command::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(crate::token_command::TokenCommandError::Usage(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(crate::token_command::TokenCommandError::Failed(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Command::Webhook(args) => exit(crate::run::webhook(args).await),
         Command::Controller(args) => exit(crate::run::controller(args).await),
     }

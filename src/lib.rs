@@ -13,6 +13,7 @@ pub mod emulator;
 pub mod idaas;
 pub mod metrics;
 pub mod run;
+pub mod token_command;
 pub mod wait;
 pub mod webhook;
 

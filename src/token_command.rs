@@ -1,0 +1,302 @@
+//! `token`: fetch one IDaaS M2M token like the IDaaS curl example, or keep a file fresh with
+//! `--out FILE --watch` (the projector for hosts without Kubernetes).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::cli::parse_duration;
+use crate::controller::schedule;
+use crate::controller::secret::rfc3339;
+use crate::idaas::{
+    Credential, ErrorClass, FetchedToken, HttpConfig, IdaasClient, RefreshError, TokenRequest,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretPost,
+    ClientSecretBasic,
+    PrivateKeyJwt,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The IDaaS OIDC issuer URL; the token's `iss` must equal it.
+    #[arg(long, env = "IDAAS_PROJECTOR_ISSUER")]
+    pub issuer: String,
+    /// The M2M client application's client_id.
+    #[arg(long, env = "IDAAS_PROJECTOR_CLIENT_ID")]
+    pub client_id: String,
+    /// The resource server's audience identifier.
+    #[arg(long, env = "IDAAS_PROJECTOR_AUDIENCE")]
+    pub audience: String,
+    /// A permission to request (repeat for several); sent as `<audience>|<scope>`.
+    #[arg(
+        long = "scope",
+        env = "IDAAS_PROJECTOR_SCOPES",
+        value_delimiter = ',',
+        default_value = ".all"
+    )]
+    pub scopes: Vec<String>,
+    /// Client authentication at the token endpoint.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_AUTH_METHOD",
+        value_enum,
+        default_value = "client_secret_post"
+    )]
+    pub auth_method: AuthMethod,
+    /// File holding the client secret (a trailing newline is ignored).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CLIENT_SECRET_FILE",
+        conflicts_with = "client_secret"
+    )]
+    pub client_secret_file: Option<PathBuf>,
+    /// The client secret. Prefer the environment variable or --client-secret-file: a value on the
+    /// command line is visible to other users of the host.
+    #[arg(long, env = "IDAAS_PROJECTOR_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// PEM private key for private_key_jwt.
+    #[arg(long, env = "IDAAS_PROJECTOR_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// Token endpoint; default: OIDC discovery, else {issuer}/token.
+    #[arg(long, env = "IDAAS_PROJECTOR_TOKEN_ENDPOINT")]
+    pub token_endpoint: Option<String>,
+    /// JWKS URL; default: OIDC discovery, else {issuer}/jwks.
+    #[arg(long, env = "IDAAS_PROJECTOR_JWKS_URI")]
+    pub jwks_uri: Option<String>,
+    /// PEM CA certificates trusted on top of the system roots.
+    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// RAM's "earliest issuance time allowed" (1h..168h).
+    #[arg(long, env = "IDAAS_PROJECTOR_MAX_TOKEN_AGE", default_value = "12h", value_parser = parse_duration)]
+    pub max_token_age: Duration,
+    /// Write the token to this file (mode 0600, replaced atomically, no trailing newline).
+    #[arg(long, env = "IDAAS_PROJECTOR_OUT")]
+    pub out: Option<PathBuf>,
+    /// With --out: keep the file fresh by the projector's refresh rule until stopped.
+    #[arg(long, env = "IDAAS_PROJECTOR_WATCH", requires = "out")]
+    pub watch: bool,
+    /// Print the token itself on stdout.
+    #[arg(long, env = "IDAAS_PROJECTOR_SHOW_TOKEN")]
+    pub show_token: bool,
+    /// Connect timeout.
+    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Total timeout of one call.
+    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Bad usage (exit 2) or a failed call (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenCommandError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, TokenCommandError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        TokenCommandError::Usage(format!("cannot read {what} file {}: {e}", path.display()))
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(TokenCommandError::Usage(format!(
+            "{what} file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+fn request(args: &TokenArgs) -> Result<TokenRequest, TokenCommandError> {
+    let age = args.max_token_age;
+    if age < Duration::from_secs(3600) || age > Duration::from_secs(168 * 3600) {
+        return Err(TokenCommandError::Usage(
+            "--max-token-age must be between 1h and 168h".to_owned(),
+        ));
+    }
+    let secret = || -> Result<SecretString, TokenCommandError> {
+        match (&args.client_secret_file, &args.client_secret) {
+            (Some(path), _) => read_secret_file(path, "client secret"),
+            (None, Some(s)) if !s.trim().is_empty() => Ok(SecretString::from(s.trim().to_owned())),
+            _ => Err(TokenCommandError::Usage(
+                "a client secret is needed: --client-secret-file FILE or IDAAS_PROJECTOR_CLIENT_SECRET"
+                    .to_owned(),
+            )),
+        }
+    };
+    let credential = match args.auth_method {
+        AuthMethod::ClientSecretPost => Credential::ClientSecretPost {
+            client_secret: secret()?,
+        },
+        AuthMethod::ClientSecretBasic => Credential::ClientSecretBasic {
+            client_secret: secret()?,
+        },
+        AuthMethod::PrivateKeyJwt => {
+            let path = args.private_key_file.as_ref().ok_or_else(|| {
+                TokenCommandError::Usage(
+                    "--auth-method private_key_jwt needs --private-key-file".to_owned(),
+                )
+            })?;
+            Credential::PrivateKeyJwt {
+                private_key_pem: read_secret_file(path, "private key")?,
+            }
+        }
+    };
+    Ok(TokenRequest {
+        issuer: args.issuer.clone(),
+        token_endpoint: args.token_endpoint.clone(),
+        jwks_uri: args.jwks_uri.clone(),
+        audience: args.audience.clone(),
+        scopes: args.scopes.clone(),
+        client_id: args.client_id.clone(),
+        credential,
+        max_token_age: age,
+    })
+}
+
+/// Writes `contents` to `path` atomically (a temporary file in the same directory, mode 0600,
+/// renamed over the target), so readers never see a partial or empty file.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "token".to_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn summary(t: &FetchedToken, max_age: i64) -> String {
+    let c = &t.claims;
+    let p = schedule::plan(c.iat, c.exp, max_age, 0.0);
+    format!(
+        "token_type: Bearer\nalg: {}\nkid: {}\niss: {}\nsub: {}\naud: {}\nissued_at: {}\nexpires_at: {}\nusable_until: {} (min of exp and iat + max token age)\nrefresh_at: {}",
+        c.alg,
+        c.kid.as_deref().unwrap_or("-"),
+        c.iss,
+        c.sub.as_deref().unwrap_or("-"),
+        c.aud.join(","),
+        rfc3339(c.iat),
+        rfc3339(c.exp),
+        rfc3339(p.deadline),
+        rfc3339(p.refresh_at),
+    )
+}
+
+fn unix_now() -> i64 {
+    crate::controller::reconcile::unix_now()
+}
+
+/// Runs `token`.
+pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
+    let req = request(&args)?;
+    let client = IdaasClient::new(&HttpConfig {
+        connect_timeout: args.connect_timeout,
+        timeout: args.request_timeout,
+        ca_file: args.ca_file.clone(),
+    })
+    .map_err(|e| TokenCommandError::Usage(e.to_string()))?;
+    let max_age = args.max_token_age.as_secs() as i64;
+
+    if !args.watch {
+        let t = client
+            .fetch_token(&req, unix_now())
+            .await
+            .map_err(|e| TokenCommandError::Failed(describe(&e)))?;
+        println!("{}", summary(&t, max_age));
+        if let Some(out) = &args.out {
+            write_atomically(out, t.token.expose_secret().as_bytes()).map_err(|e| {
+                TokenCommandError::Failed(format!("cannot write {}: {e}", out.display()))
+            })?;
+            println!("written: {}", out.display());
+        }
+        if args.show_token {
+            println!("access_token: {}", t.token.expose_secret());
+        }
+        return Ok(());
+    }
+
+    // --watch: the same rule as the projector; a failure never touches the file.
+    let out = args.out.clone().unwrap_or_default();
+    let mut attempts = 0u32;
+    let mut deadline: Option<i64> = None;
+    let mut stop = std::pin::pin!(crate::webhook::shutdown_signal());
+    loop {
+        let now = unix_now();
+        let wait = match client.fetch_token(&req, now).await {
+            Ok(t) => {
+                attempts = 0;
+                let c = &t.claims;
+                let p = schedule::plan(c.iat, c.exp, max_age, fastrand::f64());
+                match write_atomically(&out, t.token.expose_secret().as_bytes()) {
+                    Ok(()) => {
+                        deadline = Some(p.deadline);
+                        tracing::info!(file = %out.display(), sub = c.sub.as_deref().unwrap_or("-"),
+                            expires = %rfc3339(c.exp), refresh_at = %rfc3339(p.refresh_at), "token written");
+                        Duration::from_secs((p.refresh_at - unix_now()).max(1) as u64)
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %out.display(), error = %e, "cannot write the token file");
+                        attempts += 1;
+                        schedule::retry_delay(attempts - 1, fastrand::f64(), None, now, deadline)
+                    }
+                }
+            }
+            Err(e) => {
+                let permanent =
+                    matches!(&e, RefreshError::Fetch(f) if f.class == ErrorClass::Permanent);
+                let retry_after = match &e {
+                    RefreshError::Fetch(f) => f.retry_after,
+                    RefreshError::Rejected(_) => None,
+                };
+                let delay = if permanent {
+                    schedule::BACKOFF_CAP
+                } else {
+                    schedule::retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
+                };
+                attempts = attempts.saturating_add(1);
+                tracing::warn!(error = %describe(&e), retry_in = ?delay, "token refresh failed; the file is left as it is");
+                delay
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
+
+fn describe(e: &RefreshError) -> String {
+    match e {
+        RefreshError::Fetch(f) => match &f.request_id {
+            Some(id) => format!("{f} (request ID {id})"),
+            None => f.to_string(),
+        },
+        RefreshError::Rejected(c) => format!("token rejected ({}): {c}", c.ram_code()),
+    }
+}

@@ -1,0 +1,185 @@
+//! 1,000 M2MTokens refreshed against the IDaaS emulator with 50 ms of injected latency and at
+//! most 16 refreshes at once, through the real reconciler and IDaaS client, with a scripted
+//! Kubernetes API in process. Prints wall time against the ideal 1000 x 50 ms / 16, the number
+//! of IDaaS calls (must be exactly 1,000) and of Secret writes.
+//!
+//! `cargo bench --bench refresh` (`-- --tokens N --latency-ms L --concurrency C` to vary)
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::{Method, Request, Response, StatusCode};
+use idaas_projector::controller::reconcile::{Context, reconcile};
+use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
+use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator};
+use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::metrics::Metrics;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::json;
+
+#[derive(Default)]
+struct Counts {
+    secret_writes: AtomicUsize,
+    status_patches: AtomicUsize,
+    gets: AtomicUsize,
+    events: AtomicUsize,
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn token(i: usize, issuer: &str) -> M2MToken {
+    let mut t = M2MToken::new(
+        &format!("app-{i:04}"),
+        M2MTokenSpec {
+            issuer: issuer.to_owned(),
+            token_endpoint: None,
+            jwks_uri: None,
+            audience: "api://bench".into(),
+            scopes: vec![".all".into()],
+            client_id: "app_bench".into(),
+            client_auth: ClientAuth {
+                method: ClientAuthMethod::ClientSecretPost,
+                secret_ref: SecretKeyRef {
+                    name: "bench-credentials".into(),
+                    key: "client_secret".into(),
+                },
+            },
+            secret_name: None,
+            role_arn: None,
+            oidc_provider_arn: None,
+            max_token_age: "12h".into(),
+        },
+    );
+    t.metadata.namespace = Some("bench".into());
+    t.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
+    t.metadata.generation = Some(1);
+    t
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let n = arg("--tokens", 1000) as usize;
+    let latency = Duration::from_millis(arg("--latency-ms", 50));
+    let concurrency = arg("--concurrency", 16) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let emu = IdaasEmulator::start(EmulatorConfig {
+            client_id: "app_bench".into(),
+            client_secret: "bench-secret".into(),
+            audience: "api://bench".into(),
+            scopes_granted: vec![".all".into()],
+            token_lifetime: Duration::from_secs(3600),
+            client_public_key_pem: None,
+        })
+        .await
+        .unwrap();
+        emu.set_latency(latency);
+
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let c = c.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let method = req.method().clone();
+                let bytes = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let sent: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                let (status, body) = match method {
+                    Method::GET if path.ends_with("/secrets/bench-credentials") => {
+                        c.gets.fetch_add(1, Ordering::Relaxed);
+                        (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": "bench-credentials", "namespace": "bench", "resourceVersion": "1"},
+                            "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode("bench-secret")}}))
+                    }
+                    Method::GET => {
+                        c.gets.fetch_add(1, Ordering::Relaxed);
+                        (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "NotFound", "code": 404}))
+                    }
+                    Method::PATCH if path.ends_with("/status") => {
+                        c.status_patches.fetch_add(1, Ordering::Relaxed);
+                        let mut t = serde_json::to_value(token(0, "https://issuer.example")).unwrap();
+                        t["status"] = sent["status"].clone();
+                        (StatusCode::OK, t)
+                    }
+                    Method::PATCH => {
+                        c.secret_writes.fetch_add(1, Ordering::Relaxed);
+                        (StatusCode::OK, sent)
+                    }
+                    _ => {
+                        c.events.fetch_add(1, Ordering::Relaxed);
+                        (StatusCode::OK, sent)
+                    }
+                };
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                )
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "idaas-projector".into(),
+                instance: None,
+            },
+        );
+        let idaas = IdaasClient::new(&HttpConfig::default()).unwrap();
+        let ctx = Arc::new(Context::new(
+            client,
+            idaas,
+            Arc::new(Metrics::new()),
+            recorder,
+            concurrency,
+            Duration::from_secs(60),
+        ));
+        let issuer = emu.issuer();
+        let tokens: Vec<Arc<M2MToken>> = (0..n).map(|i| Arc::new(token(i, &issuer))).collect();
+
+        let started = Instant::now();
+        let results = futures::future::join_all(
+            tokens.into_iter().map(|t| reconcile(t, ctx.clone())),
+        )
+        .await;
+        let wall = started.elapsed();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let ideal = latency.as_secs_f64() * n as f64 / concurrency as f64;
+        println!("tokens:                 {n}");
+        println!("injected latency:       {} ms", latency.as_millis());
+        println!("max concurrent:         {concurrency}");
+        println!("wall time:              {:.3} s", wall.as_secs_f64());
+        println!("ideal (n x latency / c): {ideal:.3} s");
+        println!("ratio wall / ideal:     {:.3}", wall.as_secs_f64() / ideal);
+        println!("IDaaS token calls:      {}", emu.token_requests());
+        println!("tokens issued:          {}", emu.issued_tokens());
+        println!("Secret writes:          {}", counts.secret_writes.load(Ordering::Relaxed));
+        println!("status patches:         {}", counts.status_patches.load(Ordering::Relaxed));
+        println!("events:                 {}", counts.events.load(Ordering::Relaxed));
+        println!("API GETs:               {}", counts.gets.load(Ordering::Relaxed));
+        println!("reconcile errors:       {failed}");
+        assert_eq!(emu.token_requests(), n, "exactly one IDaaS call per M2MToken");
+        assert_eq!(counts.secret_writes.load(Ordering::Relaxed), n);
+        assert_eq!(failed, 0);
+    });
+}

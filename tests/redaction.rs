@@ -1,0 +1,200 @@
+//! No token, client secret or private key reaches a log line at any level: a refresh through
+//! the reconciler (both secret and private-key auth) and the `token` command's paths run with
+//! tracing at TRACE into a buffer, which must hold none of them.
+//!
+//! One test in its own binary, with a global subscriber, so no other test's thread can disable a
+//! callsite first.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{Method, Request, Response, StatusCode};
+use idaas_projector::controller::reconcile::{Context, reconcile};
+use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
+use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
+use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::metrics::Metrics;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const SECRET: &str = "client-secret-value-that-must-not-leak";
+
+fn m2mtoken(issuer: &str, method: ClientAuthMethod) -> M2MToken {
+    let mut t = M2MToken::new(
+        "payments",
+        M2MTokenSpec {
+            issuer: issuer.into(),
+            token_endpoint: None,
+            jwks_uri: None,
+            audience: "api://payments".into(),
+            scopes: vec![".all".into()],
+            client_id: "app_payments".into(),
+            client_auth: ClientAuth {
+                method,
+                secret_ref: SecretKeyRef {
+                    name: "creds".into(),
+                    key: "value".into(),
+                },
+            },
+            secret_name: None,
+            role_arn: None,
+            oidc_provider_arn: None,
+            max_token_age: "12h".into(),
+        },
+    );
+    t.metadata.namespace = Some("shop".into());
+    t.metadata.uid = Some("5d1c1e52-7a0e-4c4e-9a55-0d6f5e0c0009".into());
+    t.metadata.generation = Some(1);
+    t
+}
+
+#[test]
+fn nothing_secret_reaches_the_log_at_trace() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (private_pem, public_pem) = generate_client_key();
+
+    let written_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let emu = IdaasEmulator::start(EmulatorConfig {
+            client_id: "app_payments".into(),
+            client_secret: SECRET.into(),
+            audience: "api://payments".into(),
+            scopes_granted: vec![".all".into()],
+            token_lifetime: Duration::from_secs(3600),
+            client_public_key_pem: Some(public_pem.clone()),
+        })
+        .await
+        .unwrap();
+
+        for method in [
+            ClientAuthMethod::ClientSecretPost,
+            ClientAuthMethod::ClientSecretBasic,
+            ClientAuthMethod::PrivateKeyJwt,
+        ] {
+            let credential = if method == ClientAuthMethod::PrivateKeyJwt {
+                private_pem.clone()
+            } else {
+                SECRET.to_owned()
+            };
+            let tokens = written_tokens.clone();
+            let service = tower::service_fn(move |req: Request<Body>| {
+                let tokens = tokens.clone();
+                let credential = credential.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let method = req.method().clone();
+                    let bytes = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let sent: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let (status, body) = match method {
+                        Method::GET if path.ends_with("/secrets/creds") => (
+                            StatusCode::OK,
+                            json!({"apiVersion": "v1", "kind": "Secret",
+                                "metadata": {"name": "creds", "namespace": "shop", "resourceVersion": "1"},
+                                "data": {"value": base64::engine::general_purpose::STANDARD.encode(&credential)}}),
+                        ),
+                        Method::GET => (
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                        ),
+                        Method::PATCH if path.ends_with("/status") => {
+                            let mut t = serde_json::to_value(m2mtoken("https://x", ClientAuthMethod::ClientSecretPost)).unwrap();
+                            t["status"] = sent["status"].clone();
+                            (StatusCode::OK, t)
+                        }
+                        Method::PATCH => {
+                            let b64 = sent["data"]["token"].as_str().unwrap_or_default();
+                            let token = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+                            tokens.lock().unwrap().push(String::from_utf8(token).unwrap());
+                            (StatusCode::OK, sent)
+                        }
+                        _ => (StatusCode::OK, sent),
+                    };
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                            .unwrap(),
+                    )
+                }
+            });
+            let client = kube::Client::new(service, "default");
+            let recorder = Recorder::new(
+                client.clone(),
+                Reporter { controller: "idaas-projector".into(), instance: None },
+            );
+            let ctx = Arc::new(Context::new(
+                client,
+                IdaasClient::new(&HttpConfig::default()).unwrap(),
+                Arc::new(Metrics::new()),
+                recorder,
+                4,
+                Duration::from_secs(60),
+            ));
+            reconcile(Arc::new(m2mtoken(&emu.issuer(), method)), ctx.clone())
+                .await
+                .unwrap();
+            // A failing refresh logs its error too.
+            emu.push_fault(Fault::WrongAudience);
+            let mut t = m2mtoken(&emu.issuer(), method);
+            t.metadata.uid = Some("5d1c1e52-7a0e-4c4e-9a55-0d6f5e0c0010".into());
+            reconcile(Arc::new(t), ctx).await.unwrap();
+        }
+    });
+
+    let tokens = written_tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 3, "three refreshes wrote a token");
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("token refreshed"),
+        "the log was captured: {log}"
+    );
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "lower levels were captured"
+    );
+    for token in &tokens {
+        for part in token.split('.').filter(|p| p.len() > 16) {
+            assert!(!log.contains(part), "a token part reached the log");
+        }
+    }
+    assert!(!log.contains(SECRET), "the client secret reached the log");
+    assert!(
+        !log.contains(&base64::engine::general_purpose::STANDARD.encode(SECRET)),
+        "the base64 client secret reached the log"
+    );
+    for line in private_pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "the private key reached the log");
+    }
+    assert!(!log.contains("PRIVATE KEY"));
+}

@@ -10,8 +10,13 @@ pub mod schedule;
 pub mod secret;
 pub mod status;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::Shared;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -122,7 +127,7 @@ pub async fn run(
     client: Client,
     ctx: Arc<Context>,
     settings: Settings,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    stop: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> Result<(), RunError> {
     let Some(lease) = settings.lease.clone() else {
         run_controllers(client, ctx, &settings.namespaces, stop).await;
@@ -137,62 +142,85 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (mut leader, task) = manager.watch().await;
-    let mut task = std::pin::pin!(task);
+    let (leader, task) = manager.watch().await;
+    let task = async move { format!("{:?}", task.await) };
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
+        "waiting for the lease");
+    let namespaces = settings.namespaces.clone();
+    run_while_leader(
+        leader,
+        task,
+        move |lost| {
+            let (client, ctx, namespaces) = (client.clone(), ctx.clone(), namespaces.clone());
+            async move { run_controllers(client, ctx, &namespaces, lost).await }
+        },
+        stop,
+    )
+    .await
+}
+
+/// The leadership gate, apart from any API: starts `work` (with a future that resolves when it
+/// must stop) each time `leader` turns true, stops it promptly when `leader` turns false, and
+/// fails when the lease task ends (its outcome is described by the string).
+pub async fn run_while_leader<W, WF>(
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    lease_task: impl Future<Output = String>,
+    mut work: W,
+    stop: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> Result<(), RunError>
+where
+    W: FnMut(StopSignal) -> WF,
+    WF: Future<Output = ()>,
+{
+    let mut task = std::pin::pin!(lease_task);
     let mut stopped = std::pin::pin!(stop.clone());
     loop {
-        // Wait to become the leader.
         while !*leader.borrow_and_update() {
             tokio::select! {
                 changed = leader.changed() => if changed.is_err() {
                     return Err(RunError::Lease("the lease channel closed".to_owned()));
                 },
-                res = &mut task => return Err(RunError::Lease(format!("the lease task ended: {res:?}"))),
+                outcome = &mut task => return Err(RunError::Lease(format!("the lease task ended: {outcome}"))),
                 () = &mut stopped => return Ok(()),
             }
         }
-        tracing::info!(lease = %lease.name, identity = %lease.identity, "leading: reconciling M2MTokens");
+        tracing::info!("leading: reconciling M2MTokens");
         let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
-        let lost = {
-            let mut rx = lost_rx.clone();
-            async move {
-                let _ = rx.wait_for(|l| *l).await;
-            }
-        };
-        let combined = {
+        let signal = {
             let stop = stop.clone();
-            let lost = futures::FutureExt::shared(lost);
-            async move {
+            let mut rx = lost_rx;
+            let fut: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {
                 tokio::select! {
                     () = stop => {},
-                    () = lost => {},
+                    _ = rx.wait_for(|l| *l) => {},
                 }
-            }
+            });
+            fut.shared()
         };
-        let combined = futures::FutureExt::shared(Box::pin(combined));
-        let mut controllers = std::pin::pin!(run_controllers(
-            client.clone(),
-            ctx.clone(),
-            &settings.namespaces,
-            combined
-        ));
+        let mut running = std::pin::pin!(work(signal));
         loop {
             tokio::select! {
-                () = &mut controllers => return Ok(()),
+                () = &mut running => return Ok(()),
                 changed = leader.changed() => {
                     if changed.is_err() || !*leader.borrow_and_update() {
                         tracing::warn!("lost the lease: stopping reconciles");
                         let _ = lost_tx.send(true);
-                        (&mut controllers).await;
+                        (&mut running).await;
                         break;
                     }
                 },
-                res = &mut task => return Err(RunError::Lease(format!("the lease task ended: {res:?}"))),
+                outcome = &mut task => {
+                    let _ = lost_tx.send(true);
+                    (&mut running).await;
+                    return Err(RunError::Lease(format!("the lease task ended: {outcome}")));
+                },
             }
         }
-        // `stop` may have fired while the controllers drained.
-        if futures::FutureExt::now_or_never(&mut stopped).is_some() {
+        if (&mut stopped).now_or_never().is_some() {
             return Ok(());
         }
     }
 }
+
+/// Resolves when the work must stop (SIGTERM, or the lease was lost).
+pub type StopSignal = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;

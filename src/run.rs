@@ -192,10 +192,7 @@ async fn run(
             None => Ok(()),
         }
     };
-    let (w, c) = futures::future::try_join(webhook_done, controller_done)
-        .await
-        .map(|_| ((), ()))?;
-    let _ = (w, c);
+    futures::future::try_join(webhook_done, controller_done).await?;
     let _ = admin_task.await;
     Ok(())
 }

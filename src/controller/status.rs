@@ -87,3 +87,28 @@ pub fn build(
         subject: subject.or(current.subject),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_transition_time_moves_only_when_the_status_flips() {
+        let first = ready_condition(None, true, reason::REFRESHED, "a", Some(1), 1_000);
+        let current = M2MTokenStatus {
+            conditions: vec![first.clone()],
+            ..M2MTokenStatus::default()
+        };
+        let same = ready_condition(
+            Some(&current),
+            true,
+            reason::TOKEN_VALID,
+            "b",
+            Some(1),
+            2_000,
+        );
+        assert_eq!(same.last_transition_time, first.last_transition_time);
+        let flipped = ready_condition(Some(&current), false, "invalid_client", "c", Some(1), 3_000);
+        assert_eq!(flipped.last_transition_time, time(3_000).unwrap());
+    }
+}

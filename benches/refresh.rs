@@ -146,10 +146,11 @@ fn main() {
             },
         );
         let idaas = IdaasClient::new(&HttpConfig::default()).unwrap();
+        let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
             client,
             idaas,
-            Arc::new(Metrics::new()),
+            metrics.clone(),
             recorder,
             concurrency,
             Duration::from_secs(60),
@@ -158,10 +159,17 @@ fn main() {
         let tokens: Vec<Arc<M2MToken>> = (0..n).map(|i| Arc::new(token(i, &issuer))).collect();
 
         let started = Instant::now();
-        let results = futures::future::join_all(
-            tokens.into_iter().map(|t| reconcile(t, ctx.clone())),
-        )
-        .await;
+        // One task per reconcile, as many as kube-runtime would run at once; the semaphore in
+        // the context is what bounds the calls to IDaaS.
+        let handles: Vec<_> = tokens
+            .into_iter()
+            .map(|t| tokio::spawn(reconcile(t, ctx.clone())))
+            .collect();
+        let results: Vec<_> = futures::future::join_all(handles)
+            .await
+            .into_iter()
+            .map(|r| r.expect("reconcile task"))
+            .collect();
         let wall = started.elapsed();
         let failed = results.iter().filter(|r| r.is_err()).count();
         let ideal = latency.as_secs_f64() * n as f64 / concurrency as f64;
@@ -173,6 +181,20 @@ fn main() {
         println!("ratio wall / ideal:     {:.3}", wall.as_secs_f64() / ideal);
         println!("IDaaS token calls:      {}", emu.token_requests());
         println!("tokens issued:          {}", emu.issued_tokens());
+        println!("discovery / JWKS calls: {} / {}", emu.discovery_requests(), emu.jwks_requests());
+        let text = metrics.encode().unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let (sum, count) = (
+            value("idaas_projector_idaas_request_duration_seconds_sum"),
+            value("idaas_projector_idaas_request_duration_seconds_count"),
+        );
+        println!("mean IDaaS call:        {:.1} ms", 1000.0 * sum / count.max(1.0));
         println!("Secret writes:          {}", counts.secret_writes.load(Ordering::Relaxed));
         println!("status patches:         {}", counts.status_patches.load(Ordering::Relaxed));
         println!("events:                 {}", counts.events.load(Ordering::Relaxed));

@@ -32,7 +32,7 @@ pub const OIDC_PROVIDER_ARN_PATTERN: &str =
     doc = "An IDaaS M2M (OAuth 2.0 client_credentials) access token that idaas-projector keeps fresh in a Secret for pods to use with STS AssumeRoleWithOIDC.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Audience","type":"string","jsonPath":".spec.audience"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -43,16 +43,16 @@ pub struct M2MTokenSpec {
     #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://[^\s]+$"))]
     pub issuer: String,
 
-    /// The OAuth 2.0 token endpoint. Default: `token_endpoint` from OIDC discovery
-    /// (`{issuer}/.well-known/openid-configuration`) when served, else `{issuer}/token`.
+    /// The OAuth 2.0 token endpoint. Default (also when empty): `token_endpoint` from OIDC
+    /// discovery (`{issuer}/.well-known/openid-configuration`) when served, else `{issuer}/token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https://[^\s]+$"))]
+    #[schemars(regex(pattern = r"^(https://[^\s]+)?$"))]
     pub token_endpoint: Option<String>,
 
-    /// The JWKS URL used to verify the token's signature. Default: `jwks_uri` from OIDC discovery
-    /// when served, else `{issuer}/jwks`.
+    /// The JWKS URL used to verify the token's signature. Default (also when empty): `jwks_uri`
+    /// from OIDC discovery when served, else `{issuer}/jwks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https://[^\s]+$"))]
+    #[schemars(regex(pattern = r"^(https://[^\s]+)?$"))]
     pub jwks_uri: Option<String>,
 
     /// The audience identifier of the IDaaS resource server (for example `api://payments`). The
@@ -86,13 +86,13 @@ pub struct M2MTokenSpec {
     /// Default RAM role ARN (`acs:ram::<account id>:role/<name>`) for pods that name this M2MToken
     /// and do not set the `idaas-projector.io/role-arn` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^acs:ram::[0-9]{1,32}:role/[A-Za-z0-9._@-]{1,64}$"))]
+    #[schemars(regex(pattern = r"^(acs:ram::[0-9]{1,32}:role/[A-Za-z0-9._@-]{1,64})?$"))]
     pub role_arn: Option<String>,
 
     /// Default OIDC identity provider ARN (`acs:ram::<account id>:oidc-provider/<name>`) for pods
     /// that name this M2MToken and do not set the `idaas-projector.io/oidc-provider-arn` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^acs:ram::[0-9]{1,32}:oidc-provider/[A-Za-z0-9._-]{1,128}$"))]
+    #[schemars(regex(pattern = r"^(acs:ram::[0-9]{1,32}:oidc-provider/[A-Za-z0-9._-]{1,128})?$"))]
     pub oidc_provider_arn: Option<String>,
 
     /// The oldest token RAM accepts: the "Earliest Issuance Time Allowed" of the OIDC identity
@@ -153,7 +153,9 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct M2MTokenStatus {
-    /// `Ready` is True while the Secret holds a valid token; its reason says why not otherwise.
+    /// `Ready` is True when the Secret holds a checked token and the last refresh succeeded;
+    /// False with the reason of the last failure otherwise (the message says whether the Secret
+    /// still holds a token that is valid, and until when).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
@@ -162,7 +164,7 @@ pub struct M2MTokenStatus {
     /// When the current token was issued (its `iat` claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<Time>,
-    /// When the current token expires (its `exp` claim, or `expires_in`).
+    /// When the current token expires (its `exp` claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
     /// When the next refresh is planned.

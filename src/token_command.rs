@@ -293,10 +293,7 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
 
 fn describe(e: &RefreshError) -> String {
     match e {
-        RefreshError::Fetch(f) => match &f.request_id {
-            Some(id) => format!("{f} (request ID {id})"),
-            None => f.to_string(),
-        },
+        RefreshError::Fetch(f) => f.to_string(),
         RefreshError::Rejected(c) => format!("token rejected ({}): {c}", c.ram_code()),
     }
 }

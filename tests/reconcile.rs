@@ -763,3 +763,28 @@ async fn backoff_gates_a_second_reconcile() {
     }
     assert_eq!(emu.token_requests(), 1);
 }
+
+#[tokio::test]
+async fn api_errors_back_off_and_reset_after_success() {
+    use idaas_projector::controller::reconcile::{Error, error_policy};
+    let h = harness(Arc::new(Metrics::new()));
+    let t = Arc::new(m2mtoken("https://issuer.example", "12h"));
+    let delays: Vec<Duration> = (0..12)
+        .map(|_| {
+            requeue_after(&error_policy(
+                t.clone(),
+                &Error::MissingField("namespace"),
+                h.ctx.clone(),
+            ))
+        })
+        .collect();
+    assert!(delays[0] <= Duration::from_secs(1));
+    assert!(delays[5] >= Duration::from_secs(16), "{delays:?}");
+    assert!(delays.iter().all(|d| *d <= Duration::from_secs(300)));
+    assert!(delays[11] >= Duration::from_secs(150), "{delays:?}");
+    let text = h.ctx.metrics.encode().unwrap();
+    assert!(
+        text.contains("idaas_projector_reconcile_errors_total{error=\"missing_field\"} 12"),
+        "{text}"
+    );
+}

@@ -80,7 +80,28 @@ pub async fn run_controllers(
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let ctx = ctx.clone();
-        Controller::new(tokens, watcher::Config::default().any_semantic())
+        let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
+        // Forget the expiry gauges of deleted M2MTokens once a minute.
+        let store = controller.store();
+        let weak = Arc::downgrade(&ctx);
+        let scope = ns.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(ctx) = weak.upgrade() else { break };
+                if store.wait_until_ready().await.is_ok() {
+                    ctx.forget_deleted(|ns, name| {
+                        // Another controller watches other namespaces: not ours to judge.
+                        scope.as_deref().is_some_and(|s| s != ns)
+                            || store
+                                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                                .is_some()
+                    });
+                }
+            }
+        });
+        controller
             .owns(
                 secrets,
                 watcher::Config::default().labels(&secret::managed_selector()),

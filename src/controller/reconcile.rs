@@ -66,6 +66,10 @@ pub struct Context {
     /// Wall clock in Unix seconds (tests set it).
     pub now: fn() -> i64,
     failures: Mutex<HashMap<String, Failure>>,
+    /// Consecutive Kubernetes API errors per object, for `error_policy`'s backoff.
+    api_errors: Mutex<HashMap<String, u32>>,
+    /// The M2MTokens with an expiry gauge, so that deleted ones can be forgotten.
+    known: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Context {
@@ -86,6 +90,34 @@ impl Context {
             recheck_interval,
             now: unix_now,
             failures: Mutex::new(HashMap::new()),
+            api_errors: Mutex::new(HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn token_expiry(&self, namespace: &str, name: &str, exp: i64) {
+        self.metrics.token_expiry(namespace, name, exp);
+        if let Ok(mut known) = self.known.lock() {
+            known.insert((namespace.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// Forgets the expiry gauges of M2MTokens for which `exists` says no (deleted ones).
+    pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
+        if let Ok(mut known) = self.known.lock() {
+            known.retain(|(ns, name)| {
+                let keep = exists(ns, name);
+                if !keep {
+                    self.metrics.forget_token(ns, name);
+                }
+                keep
+            });
+        }
+    }
+
+    fn clear_api_errors(&self, key: &str) {
+        if let Ok(mut m) = self.api_errors.lock() {
+            m.remove(key);
         }
     }
 
@@ -223,6 +255,14 @@ async fn publish(ctx: &Context, token: &M2MToken, type_: EventType, reason: &str
 
 /// Reconciles one M2MToken.
 pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action = reconcile_inner(&token, &ctx).await?;
+    ctx.clear_api_errors(&key_of(&token));
+    Ok(action)
+}
+
+async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let token = token.clone();
+    let ctx = ctx.clone();
     let namespace = token.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = token.name_any();
     let key = key_of(&token);
@@ -352,7 +392,7 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
                 expires_at: s.exp,
                 refresh_at: plan.refresh_at,
             };
-            ctx.metrics.token_expiry(&namespace, &name, s.exp);
+            ctx.token_expiry(&namespace, &name, s.exp);
             patch_status(
                 &tokens,
                 &token,
@@ -385,14 +425,15 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
         credential,
         max_token_age: Duration::from_secs(max_age as u64),
     };
-    let started = std::time::Instant::now();
     let result = {
         let _permit = ctx.refreshes.acquire().await;
-        ctx.idaas.fetch_token(&request, (ctx.now)()).await
+        let started = std::time::Instant::now();
+        let result = ctx.idaas.fetch_token(&request, (ctx.now)()).await;
+        ctx.metrics
+            .idaas_request_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
     };
-    ctx.metrics
-        .idaas_request_duration
-        .observe(started.elapsed().as_secs_f64());
 
     match result {
         Ok(fetched) => {
@@ -409,7 +450,10 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
                     claims.iat
                 )),
             );
-            let unchanged = stored.as_ref().is_some_and(|s| s.token == raw);
+            // Written when the token, or what it was fetched for, changed.
+            let unchanged = stored
+                .as_ref()
+                .is_some_and(|s| s.token == raw && !changed_input(s));
             if !unchanged {
                 let body = secret::desired(
                     &token,
@@ -429,7 +473,7 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
                 ctx.metrics.secret_writes.inc();
             }
             ctx.metrics.refresh(RefreshResult::success, "Refreshed");
-            ctx.metrics.token_expiry(&namespace, &name, claims.exp);
+            ctx.token_expiry(&namespace, &name, claims.exp);
             let message = format!(
                 "token for {} issued {} valid until {}",
                 claims.sub.as_deref().unwrap_or("?"),
@@ -465,8 +509,18 @@ pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action
                 status::build(&token, cond, Some(times), claims.sub.clone(), Some(now)),
             )
             .await?;
-            // The same token again (a caching server): look again later rather than at once.
+            // The same token again although one was due (a caching server): look again after the
+            // re-check interval, and let no watch event (our own status patch) fetch sooner.
             let next = if unchanged && now >= plan.refresh_at {
+                ctx.set_failure(
+                    &key,
+                    Some(Failure {
+                        attempts: 0,
+                        retry_at: Instant::now() + ctx.recheck_interval,
+                        generation,
+                        credentials_version: credentials_version.clone(),
+                    }),
+                );
                 ctx.recheck_interval
             } else {
                 secs_until(now, plan.refresh_at).min(ctx.recheck_interval)
@@ -554,11 +608,20 @@ pub fn condition_reason(raw: &str) -> String {
     s
 }
 
-/// Unexpected errors (the API server): count and retry with backoff.
+/// Unexpected errors (the API server): count and retry with backoff, 1 s doubling to 5 minutes.
 pub fn error_policy(token: Arc<M2MToken>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.metric_label());
-    tracing::warn!(m2mtoken = %key_of(&token), error = %error, "reconcile failed");
     let key = key_of(&token);
-    let attempts = ctx.failure(&key).map_or(0, |f| f.attempts);
-    Action::requeue(schedule::backoff(attempts, fastrand::f64(), None))
+    let attempts = ctx
+        .api_errors
+        .lock()
+        .map(|mut m| {
+            let n = m.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n - 1
+        })
+        .unwrap_or(0);
+    let delay = schedule::backoff(attempts, fastrand::f64(), None);
+    tracing::warn!(m2mtoken = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }

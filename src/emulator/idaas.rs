@@ -220,6 +220,10 @@ impl IdaasEmulator {
                 // Also ends when every handle (the sender) is dropped.
                 let _ = rx.wait_for(|stop| *stop).await;
             };
+            // No Nagle delay on answers: a real IDaaS front end does not add one either.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await

@@ -46,7 +46,7 @@ pub enum CheckError {
     IssuedInFuture { iat: i64 },
     #[error("the token was issued at {iat}, longer ago than the issuance limit of {limit_secs} s")]
     IssuedTooLongAgo { iat: i64, limit_secs: u64 },
-    #[error("no key in the issuer's JWKS matches kid {0:?}")]
+    #[error("no key in the issuer's JWKS matches kid {}", .0.as_deref().unwrap_or("(none)"))]
     UnknownKey(Option<String>),
     #[error("the signature does not verify against the issuer's JWKS")]
     InvalidSignature,

@@ -5,13 +5,11 @@
 //! fields this build does not know survive untouched. `mutate` is idempotent: applying its patch
 //! and calling it again yields an empty patch (what `reinvocationPolicy: IfNeeded` relies on).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::annotations::{self, PodAnnotations, Selection};
 
@@ -144,22 +142,22 @@ impl Injection {
     }
 
     /// A short hash of everything injected: the value of `idaas-projector.io/injected`.
+    ///
+    /// It only has to recognise the webhook's own earlier work, not resist forgery (anyone who
+    /// can create the pod can write the annotation), so a fast 64-bit FNV-1a over the resolved
+    /// values does.
     pub fn hash(&self) -> String {
-        let mut canonical = String::new();
+        let mut h = Fnv1a::default();
         for (k, v) in self.env() {
-            let _ = writeln!(canonical, "env {k}={v}");
+            h.field(k.as_bytes());
+            h.field(v.as_bytes());
         }
-        let _ = writeln!(canonical, "secret {}", self.secret_name);
+        h.field(self.secret_name.as_bytes());
         if let Some(wait) = self.token_wait.filter(|_| !self.windows) {
-            let _ = writeln!(canonical, "wait {} {}", wait.as_secs(), self.init_image);
+            h.field(&wait.as_secs().to_le_bytes());
+            h.field(self.init_image.as_bytes());
         }
-        let digest = Sha256::digest(canonical.as_bytes());
-        digest[..8]
-            .iter()
-            .fold(String::with_capacity(16), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
+        format!("{:016x}", h.0)
     }
 
     /// The projected volume.
@@ -211,12 +209,44 @@ impl Injection {
     }
 }
 
+/// 64-bit FNV-1a; each field is followed by a 0xff separator (never in UTF-8) so that field
+/// boundaries count.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn field(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().chain(std::iter::once(&0xffu8)) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 fn mount() -> Value {
     json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true})
 }
 
+/// A JSON Pointer from its tokens, escaped per RFC 6901.
 fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
+    let mut path = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum::<usize>() + 4);
+    for token in tokens {
+        path.push('/');
+        for c in token.chars() {
+            match c {
+                '~' => path.push_str("~0"),
+                '/' => path.push_str("~1"),
+                c => path.push(c),
+            }
+        }
+    }
+    // Escaped as above, the path is always a valid pointer; the fallback only guards that.
+    PointerBuf::parse(path).unwrap_or_else(|_| PointerBuf::from_tokens(tokens.iter().copied()))
 }
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
@@ -412,7 +442,7 @@ pub fn mutate(
     }
 
     let already_injected = pod_annotations.is_some_and(|a| a.contains_key(annotations::INJECTED));
-    let mut ops = Vec::new();
+    let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
 
     // The annotation that records what was injected.
     let hash = injection.hash();

@@ -240,6 +240,26 @@ async fn patch_status(
     Ok(())
 }
 
+/// Sets Ready=False with a reason and message; nothing else in the status changes.
+async fn set_not_ready(
+    api: &Api<M2MToken>,
+    token: &M2MToken,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> Result<(), Error> {
+    let current = token.status.as_ref();
+    let cond = status::ready_condition(
+        current,
+        false,
+        reason,
+        message,
+        token.metadata.generation,
+        now,
+    );
+    patch_status(api, token, status::build(token, cond, None, None, None)).await
+}
+
 async fn publish(ctx: &Context, token: &M2MToken, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
@@ -275,20 +295,7 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
     let max_age = match parse_max_token_age(&token.spec.max_token_age) {
         Ok(d) => d.as_secs() as i64,
         Err(message) => {
-            let cond = status::ready_condition(
-                current,
-                false,
-                reason::INVALID_SPEC,
-                &message,
-                generation,
-                now,
-            );
-            patch_status(
-                &tokens,
-                &token,
-                status::build(&token, cond, None, None, None),
-            )
-            .await?;
+            set_not_ready(&tokens, &token, reason::INVALID_SPEC, &message, now).await?;
             return Ok(Action::await_change());
         }
     };
@@ -302,20 +309,7 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
         let message = format!(
             "Secret {secret_name:?} exists and is not managed by this M2MToken; set spec.secretName to another name or delete that Secret"
         );
-        let cond = status::ready_condition(
-            current,
-            false,
-            reason::SECRET_CONFLICT,
-            &message,
-            generation,
-            now,
-        );
-        patch_status(
-            &tokens,
-            &token,
-            status::build(&token, cond, None, None, None),
-        )
-        .await?;
+        set_not_ready(&tokens, &token, reason::SECRET_CONFLICT, &message, now).await?;
         return Ok(Action::requeue(BACKOFF_CAP));
     }
     let stored: Option<StoredToken> = existing.as_ref().and_then(secret::read);
@@ -348,13 +342,7 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
                 "{message}{}",
                 stored.as_ref().map(valid_note).unwrap_or_default()
             );
-            let cond = status::ready_condition(current, false, reason, &message, generation, now);
-            patch_status(
-                &tokens,
-                &token,
-                status::build(&token, cond, None, None, None),
-            )
-            .await?;
+            set_not_ready(&tokens, &token, reason, &message, now).await?;
             return Ok(Action::requeue(ctx.recheck_interval));
         }
     };
@@ -570,20 +558,7 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
                 retry_in = ?delay, "token refresh failed");
             publish(&ctx, &token, EventType::Warning, event, message.clone()).await;
             let condition_reason = condition_reason(&reason);
-            let cond = status::ready_condition(
-                current,
-                false,
-                &condition_reason,
-                &message,
-                generation,
-                now,
-            );
-            patch_status(
-                &tokens,
-                &token,
-                status::build(&token, cond, None, None, None),
-            )
-            .await?;
+            set_not_ready(&tokens, &token, &condition_reason, &message, now).await?;
             Ok(Action::requeue(delay))
         }
     }

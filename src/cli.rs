@@ -207,6 +207,48 @@ pub struct TlsArgs {
         default_value = "/etc/idaas-projector/tls/tls.key"
     )]
     pub tls_key_file: PathBuf,
+    /// Where the serving certificate comes from: `files` (--tls-cert-file/--tls-key-file, for
+    /// cert-manager or a Secret you provide) or `self` (made and rotated by idaas-projector, kept
+    /// in --certificate-secret, with the caBundle of --webhook-configuration kept in step).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_MODE",
+        value_enum,
+        default_value = "files"
+    )]
+    pub certificate_mode: CertificateMode,
+    /// `self` mode: the Secret holding the CA and the serving certificate.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_SECRET",
+        default_value = "idaas-projector-webhook-tls"
+    )]
+    pub certificate_secret: String,
+    /// `self` mode: the namespace of that Secret and of the Service (the release namespace).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub certificate_namespace: String,
+    /// `self` mode: the webhook's Service; the certificate names it, .<ns>, .<ns>.svc and
+    /// .<ns>.svc.cluster.local.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_SERVICE_NAME",
+        default_value = "idaas-projector"
+    )]
+    pub service_name: String,
+    /// `self` mode: the MutatingWebhookConfiguration whose caBundle is kept in step.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_WEBHOOK_CONFIGURATION",
+        default_value = "idaas-projector"
+    )]
+    pub webhook_configuration: String,
+    /// `self` mode: validity of a serving certificate (renewed at 2/3; the CA lives twice as long).
+    #[arg(long, env = "IDAAS_PROJECTOR_CERTIFICATE_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub certificate_validity: Duration,
     /// Serve a self-signed certificate for localhost made at start, instead of the files; its
     /// certificate is written to .idaas-projector/webhook.crt for clients to trust. For local
     /// trials only.
@@ -215,6 +257,14 @@ pub struct TlsArgs {
     /// How often to look for a changed certificate or key.
     #[arg(long, env = "IDAAS_PROJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertificateMode {
+    Files,
+    #[value(name = "self")]
+    SelfManaged,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 
 pub mod annotations;
 pub mod cache;
+pub mod certs;
 pub mod mutate;
 pub mod review;
 pub mod server;
@@ -66,7 +67,33 @@ impl Webhook {
         })?;
         let store = Arc::new(tls::CertStore::default());
         let tls_config = Arc::new(tls::server_config(store.clone())?);
-        if tls_args.tls_self_signed {
+        if tls_args.certificate_mode == crate::cli::CertificateMode::SelfManaged {
+            let client = client.clone().ok_or_else(|| {
+                Error::Usage(
+                    "--certificate-mode self needs the Kubernetes API (not --standalone)"
+                        .to_owned(),
+                )
+            })?;
+            if tls_args.certificate_validity < std::time::Duration::from_secs(3600) {
+                return Err(Error::Usage(
+                    "--certificate-validity must be at least 1h".to_owned(),
+                ));
+            }
+            let manager = certs::CertManager::new(
+                client,
+                certs::Settings {
+                    secret_name: tls_args.certificate_secret.clone(),
+                    namespace: tls_args.certificate_namespace.clone(),
+                    service_name: tls_args.service_name.clone(),
+                    webhook_configuration: tls_args.webhook_configuration.clone(),
+                    validity: tls_args.certificate_validity,
+                },
+                store.clone(),
+                metrics.clone(),
+                readiness.clone(),
+            );
+            tokio::spawn(manager.run(std::time::Duration::from_secs(30)));
+        } else if tls_args.tls_self_signed {
             let (pair, cert_pem) = tls::self_signed().map_err(|e| Error::Usage(e.to_string()))?;
             let path = std::path::Path::new(tls::SELF_SIGNED_CERT_PATH);
             if let Some(dir) = path.parent() {

@@ -1,0 +1,348 @@
+//! Self-managed webhook certificates against the `tower_test` mock API: the first start creates
+//! the Secret and sets caBundle; a replica that finds both in place only reads; a rotation keeps
+//! the old CA in the bundle until the switch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{Method, Request, Response, StatusCode};
+use idaas_projector::admin::Readiness;
+use idaas_projector::metrics::Metrics;
+use idaas_projector::webhook::certs::{self, CertManager, Settings};
+use idaas_projector::webhook::tls::CertStore;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const SECRET_PATH: &str = "/api/v1/namespaces/idaas-projector/secrets/idaas-projector-webhook-tls";
+const SECRETS_PATH: &str = "/api/v1/namespaces/idaas-projector/secrets";
+const MWC_PATH: &str =
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/idaas-projector";
+
+fn settings() -> Settings {
+    Settings {
+        secret_name: "idaas-projector-webhook-tls".into(),
+        namespace: "idaas-projector".into(),
+        service_name: "idaas-projector".into(),
+        webhook_configuration: "idaas-projector".into(),
+        validity: Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+fn manager() -> (CertManager, Handle, Arc<CertStore>, Arc<Readiness>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let store = Arc::new(CertStore::default());
+    let readiness = Arc::new(Readiness::default());
+    let m = CertManager::new(
+        client,
+        settings(),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        readiness.clone(),
+    );
+    (m, handle, store, readiness)
+}
+
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    status: StatusCode,
+    answer: Value,
+) -> (String, Value) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+        .unwrap();
+    assert_eq!(request.method(), method, "{}", request.uri());
+    assert_eq!(request.uri().path(), path);
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let bytes = http_body_util::BodyExt::collect(request.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let answer = if answer.is_null() {
+        body.clone()
+    } else {
+        answer
+    };
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    (query, body)
+}
+
+async fn expect_no_more(handle: &mut Handle) {
+    if let Ok(Some((r, _))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", r.method(), r.uri());
+    }
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+}
+
+fn mwc(ca_bundle: Option<&str>) -> Value {
+    let mut hook = json!({
+        "name": "pods.idaas-projector.io",
+        "clientConfig": {"service": {"name": "idaas-projector", "namespace": "idaas-projector", "path": "/mutate"}},
+        "sideEffects": "None", "admissionReviewVersions": ["v1"]
+    });
+    if let Some(b) = ca_bundle {
+        hook["clientConfig"]["caBundle"] = json!(b);
+    }
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "idaas-projector", "resourceVersion": "5"}, "webhooks": [hook]})
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn decode(v: &Value) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn first_start_creates_the_secret_and_sets_ca_bundle() {
+    let (m, mut handle, store, readiness) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await.map(|_| m) });
+    expect(
+        &mut handle,
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::NOT_FOUND,
+        not_found(),
+    )
+    .await;
+    let (_, secret) = expect(
+        &mut handle,
+        Method::POST,
+        SECRETS_PATH,
+        StatusCode::CREATED,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["name"], "idaas-projector-webhook-tls");
+    for key in [
+        "ca.crt",
+        "ca-signing.crt",
+        "ca-signing.key",
+        "tls.crt",
+        "tls.key",
+    ] {
+        assert!(secret["data"][key].is_string(), "{key}");
+    }
+    let bundle = decode(&secret["data"]["ca.crt"]);
+    expect(
+        &mut handle,
+        Method::GET,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(None),
+    )
+    .await;
+    let (query, applied) = expect(
+        &mut handle,
+        Method::PATCH,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(Some(&b64(&bundle))),
+    )
+    .await;
+    assert!(
+        query.contains("fieldManager=idaas-projector") && query.contains("force=true"),
+        "{query}"
+    );
+    assert_eq!(applied["webhooks"][0]["name"], "pods.idaas-projector.io");
+    assert_eq!(
+        applied["webhooks"][0]["clientConfig"]["caBundle"],
+        b64(&bundle)
+    );
+    assert_eq!(
+        applied["webhooks"][0].as_object().unwrap().len(),
+        2,
+        "only the name and caBundle are applied"
+    );
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut handle).await;
+    assert!(store.is_loaded());
+    let _ = readiness;
+}
+
+#[tokio::test]
+async fn a_replica_that_finds_everything_in_place_only_reads() {
+    let material = certs::plan(
+        None,
+        &settings(),
+        idaas_projector::controller::reconcile::unix_now(),
+    )
+    .unwrap()
+    .unwrap();
+    let mut secret =
+        serde_json::to_value(certs::to_secret(&material, &settings(), Some("9".into()))).unwrap();
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    let (m, mut handle, store, _) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await });
+    expect(
+        &mut handle,
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::OK,
+        secret,
+    )
+    .await;
+    expect(
+        &mut handle,
+        Method::GET,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(Some(&b64(&material.bundle_pem()))),
+    )
+    .await;
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut handle).await;
+    assert!(store.is_loaded(), "serves the pair read from the Secret");
+}
+
+#[tokio::test]
+async fn losing_the_create_race_takes_the_other_replicas_secret() {
+    let material = certs::plan(
+        None,
+        &settings(),
+        idaas_projector::controller::reconcile::unix_now(),
+    )
+    .unwrap()
+    .unwrap();
+    let mut secret =
+        serde_json::to_value(certs::to_secret(&material, &settings(), Some("9".into()))).unwrap();
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    let (m, mut handle, store, _) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await });
+    expect(
+        &mut handle,
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::NOT_FOUND,
+        not_found(),
+    )
+    .await;
+    expect(&mut handle, Method::POST, SECRETS_PATH, StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409})).await;
+    expect(
+        &mut handle,
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::OK,
+        secret,
+    )
+    .await;
+    expect(
+        &mut handle,
+        Method::GET,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(Some(&b64(&material.bundle_pem()))),
+    )
+    .await;
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut handle).await;
+    assert!(store.is_loaded());
+}
+
+#[tokio::test]
+async fn rotation_replaces_the_secret_with_both_cas_in_the_bundle() {
+    // A Secret whose CA is past 2/3 of its life.
+    let s = settings();
+    let now = idaas_projector::controller::reconcile::unix_now();
+    let ca_life = 2 * s.validity.as_secs() as i64;
+    let old = certs::plan(None, &s, now - ca_life * 2 / 3 - 3600)
+        .unwrap()
+        .unwrap();
+    let mut secret = serde_json::to_value(certs::to_secret(&old, &s, Some("9".into()))).unwrap();
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    let (m, mut handle, _, _) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await });
+    expect(
+        &mut handle,
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::OK,
+        secret,
+    )
+    .await;
+    let (_, replaced) = expect(
+        &mut handle,
+        Method::PUT,
+        SECRET_PATH,
+        StatusCode::OK,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        replaced["metadata"]["resourceVersion"], "9",
+        "optimistic concurrency"
+    );
+    let bundle = decode(&replaced["data"]["ca.crt"]);
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "old and next CA"
+    );
+    assert!(
+        bundle.contains(old.ca.cert.pem.trim()),
+        "the old CA stays trusted"
+    );
+    assert_eq!(
+        decode(&replaced["data"]["ca-signing.crt"]).trim(),
+        old.ca.cert.pem.trim(),
+        "serving still signed by the old CA"
+    );
+    assert!(replaced["data"]["next-ca.crt"].is_string());
+    expect(
+        &mut handle,
+        Method::GET,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(Some(&b64(&old.bundle_pem()))),
+    )
+    .await;
+    let (_, applied) = expect(
+        &mut handle,
+        Method::PATCH,
+        MWC_PATH,
+        StatusCode::OK,
+        mwc(Some(&b64(&bundle))),
+    )
+    .await;
+    assert_eq!(
+        applied["webhooks"][0]["clientConfig"]["caBundle"],
+        b64(&bundle)
+    );
+    task.await.unwrap().unwrap();
+    expect_no_more(&mut handle).await;
+}

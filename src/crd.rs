@@ -39,8 +39,9 @@ pub const OIDC_PROVIDER_ARN_PATTERN: &str =
 pub struct M2MTokenSpec {
     /// The IDaaS OIDC issuer URL, for example
     /// `https://example.aliyunidaas.com/api/v2/iauths_system/oauth2`. The token's `iss` claim must
-    /// equal it exactly, and it must equal the issuer URL of the OIDC identity provider in RAM.
-    #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://[^\s]+$"))]
+    /// equal it exactly, and it must equal the issuer URL of the OIDC identity provider in RAM
+    /// (at most 255 characters there).
+    #[schemars(length(min = 9, max = 255), regex(pattern = r"^https://[^\s]+$"))]
     pub issuer: String,
 
     /// The OAuth 2.0 token endpoint. Default (also when empty): `token_endpoint` from OIDC
@@ -57,8 +58,8 @@ pub struct M2MTokenSpec {
 
     /// The audience identifier of the IDaaS resource server (for example `api://payments`). The
     /// token's `aud` claim must contain it; it is also the Client ID registered on the OIDC identity
-    /// provider in RAM.
-    #[schemars(length(min = 1, max = 512))]
+    /// provider in RAM (RAM allows at most 64 characters).
+    #[schemars(length(min = 1, max = 64))]
     pub audience: String,
 
     /// Permissions to request. Each is sent as `<audience>|<scope>` and the results are joined by

@@ -25,7 +25,7 @@ async fn standalone_webhook_serves_reports_and_stops_cleanly() {
     std::fs::write(&key, &pair.key_pem).unwrap();
     let (port, admin) = (free_port(), free_port());
 
-    let child = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
         .args([
             "--log-format",
             "json",
@@ -48,11 +48,21 @@ async fn standalone_webhook_serves_reports_and_stops_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain the log as it is written: a full pipe would block the process's logging.
+    let mut stderr = child.stderr.take().unwrap();
+    let log_reader = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut buf);
+        buf
+    });
 
     let plain = reqwest::Client::new();
     let admin_url = |p: &str| format!("http://127.0.0.1:{admin}{p}");
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the webhook exited early with {status:?}");
+        }
         if let Ok(r) = plain.get(admin_url("/readyz")).send().await
             && r.status().is_success()
         {
@@ -118,12 +128,12 @@ async fn standalone_webhook_serves_reports_and_stops_cleanly() {
     let r = plain.get(admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.text().await.unwrap().contains("shutting down"));
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(out.status.success(), "exit status {:?}", out.status);
-    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "exit status {status:?}");
+    let logs = log_reader.join().unwrap();
     assert!(
         !logs.contains("PRIVATE KEY"),
         "the key never reaches the log"
@@ -153,7 +163,7 @@ async fn not_ready_until_a_certificate_appears() {
     let plain = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{admin}/readyz");
     let mut body = String::new();
-    for _ in 0..100 {
+    for _ in 0..400 {
         if let Ok(r) = plain.get(&url).send().await {
             assert_eq!(r.status().as_u16(), 503);
             body = r.text().await.unwrap();
@@ -168,7 +178,7 @@ async fn not_ready_until_a_certificate_appears() {
     std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if plain.get(&url).send().await.unwrap().status().is_success() {
             ready = true;
             break;

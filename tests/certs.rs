@@ -110,6 +110,26 @@ fn mwc(ca_bundle: Option<&str>) -> Value {
         "metadata": {"name": "idaas-projector", "resourceVersion": "5"}, "webhooks": [hook]})
 }
 
+/// The Secret holding `m`, as the API server returns it (resourceVersion 9).
+fn secret_json(m: &certs::Material) -> Value {
+    let mut secret =
+        serde_json::to_value(certs::to_secret(m, &settings(), Some("9".into()))).unwrap();
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    secret
+}
+
+/// Material made now, as a replica would have written it.
+fn fresh_material() -> certs::Material {
+    certs::plan(
+        None,
+        &settings(),
+        idaas_projector::controller::reconcile::unix_now(),
+    )
+    .unwrap()
+    .unwrap()
+}
+
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
@@ -193,17 +213,8 @@ async fn first_start_creates_the_secret_and_sets_ca_bundle() {
 
 #[tokio::test]
 async fn a_replica_that_finds_everything_in_place_only_reads() {
-    let material = certs::plan(
-        None,
-        &settings(),
-        idaas_projector::controller::reconcile::unix_now(),
-    )
-    .unwrap()
-    .unwrap();
-    let mut secret =
-        serde_json::to_value(certs::to_secret(&material, &settings(), Some("9".into()))).unwrap();
-    secret["apiVersion"] = json!("v1");
-    secret["kind"] = json!("Secret");
+    let material = fresh_material();
+    let secret = secret_json(&material);
     let (m, mut handle, store, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
     expect(
@@ -229,17 +240,8 @@ async fn a_replica_that_finds_everything_in_place_only_reads() {
 
 #[tokio::test]
 async fn losing_the_create_race_takes_the_other_replicas_secret() {
-    let material = certs::plan(
-        None,
-        &settings(),
-        idaas_projector::controller::reconcile::unix_now(),
-    )
-    .unwrap()
-    .unwrap();
-    let mut secret =
-        serde_json::to_value(certs::to_secret(&material, &settings(), Some("9".into()))).unwrap();
-    secret["apiVersion"] = json!("v1");
-    secret["kind"] = json!("Secret");
+    let material = fresh_material();
+    let secret = secret_json(&material);
     let (m, mut handle, store, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
     expect(
@@ -282,9 +284,7 @@ async fn rotation_replaces_the_secret_with_both_cas_in_the_bundle() {
     let old = certs::plan(None, &s, now - ca_life * 2 / 3 - 3600)
         .unwrap()
         .unwrap();
-    let mut secret = serde_json::to_value(certs::to_secret(&old, &s, Some("9".into()))).unwrap();
-    secret["apiVersion"] = json!("v1");
-    secret["kind"] = json!("Secret");
+    let secret = secret_json(&old);
     let (m, mut handle, _, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
     expect(

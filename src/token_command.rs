@@ -241,19 +241,31 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
         return Ok(());
     }
 
-    // --watch: the same rule as the projector; a failure never touches the file.
     let out = args.out.clone().unwrap_or_default();
+    keep_fresh(&client, &req, &out, crate::webhook::shutdown_signal()).await;
+    Ok(())
+}
+
+/// Keeps `out` holding a fresh token by the projector's refresh rule until `stop` resolves.
+/// A failure never touches the file: it is replaced atomically, only by a checked token.
+pub async fn keep_fresh(
+    client: &IdaasClient,
+    req: &TokenRequest,
+    out: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let max_age = req.max_token_age.as_secs() as i64;
     let mut attempts = 0u32;
     let mut deadline: Option<i64> = None;
-    let mut stop = std::pin::pin!(crate::webhook::shutdown_signal());
+    let mut stop = std::pin::pin!(stop);
     loop {
         let now = unix_now();
-        let wait = match client.fetch_token(&req, now).await {
+        let wait = match client.fetch_token(req, now).await {
             Ok(t) => {
                 attempts = 0;
                 let c = &t.claims;
                 let p = schedule::plan(c.iat, c.exp, max_age, fastrand::f64());
-                match write_atomically(&out, t.token.expose_secret().as_bytes()) {
+                match write_atomically(out, t.token.expose_secret().as_bytes()) {
                     Ok(()) => {
                         deadline = Some(p.deadline);
                         tracing::info!(file = %out.display(), sub = c.sub.as_deref().unwrap_or("-"),
@@ -286,7 +298,7 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {},
-            () = &mut stop => return Ok(()),
+            () = &mut stop => return,
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum Command {
     /// Fetch one IDaaS M2M token like the IDaaS curl example; with --out FILE --watch keep a
     /// file fresh (hosts without Kubernetes).
     Token(crate::token_command::TokenArgs),
+    /// Call STS AssumeRoleWithOIDC with a token file and print the assumed role and the
+    /// credentials' expiry (secrets only with --show-secrets).
+    AssumeRole(crate::assume_role::AssumeRoleArgs),
     /// Wait until a token file holds a JWT valid for more than a minute (the init container).
     WaitForToken(WaitArgs),
     /// Print the M2MToken CustomResourceDefinition as YAML.
@@ -383,6 +386,17 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
             Err(crate::token_command::TokenCommandError::Failed(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::AssumeRole(args) => match crate::assume_role::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(crate::assume_role::AssumeRoleError::Usage(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(crate::assume_role::AssumeRoleError::Failed(m)) => {
                 eprintln!("error: {m}");
                 ExitCode::from(EXIT_FAILURE)
             }

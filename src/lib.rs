@@ -6,6 +6,7 @@
 //! - [`admin`] and [`metrics`]: health, readiness and Prometheus metrics.
 
 pub mod admin;
+pub mod assume_role;
 pub mod cli;
 pub mod controller;
 pub mod crd;

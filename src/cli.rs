@@ -38,6 +38,12 @@ pub enum Command {
     /// Fetch one IDaaS M2M token like the IDaaS curl example; with --out FILE --watch keep a
     /// file fresh (hosts without Kubernetes).
     Token(crate::token_command::TokenArgs),
+    /// Decode a token and report, in RAM's own error codes, whether AssumeRoleWithOIDC would
+    /// accept it.
+    Check(crate::check_command::CheckArgs),
+    /// Print the SHA-1 certificate fingerprint(s) RAM's OIDC identity provider wants for an
+    /// issuer URL; --compare plans a certificate rotation.
+    Fingerprint(crate::fingerprint::FingerprintArgs),
     /// Call STS AssumeRoleWithOIDC with a token file and print the assumed role and the
     /// credentials' expiry (secrets only with --show-secrets).
     AssumeRole(crate::assume_role::AssumeRoleArgs),
@@ -401,8 +407,24 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
+        Command::Check(args) => command_exit(crate::check_command::run(args).await),
+        Command::Fingerprint(args) => command_exit(crate::fingerprint::run(args).await),
         Command::Webhook(args) => exit(crate::run::webhook(args).await),
         Command::Controller(args) => exit(crate::run::controller(args).await),
+    }
+}
+
+fn command_exit(result: Result<(), crate::fingerprint::CommandError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(crate::fingerprint::CommandError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(crate::fingerprint::CommandError::Failed(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -6,11 +6,13 @@
 //! - [`admin`] and [`metrics`]: health, readiness and Prometheus metrics.
 
 pub mod admin;
+pub mod check_command;
 pub mod assume_role;
 pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+pub mod fingerprint;
 pub mod idaas;
 pub mod metrics;
 pub mod run;

@@ -29,5 +29,12 @@ fi
 step "golden cases: jsonpatch + kubernetes-validate --strict (Kubernetes 1.33)"
 .venv/bin/python scripts/check_golden.py
 
+step "the official Python credentials SDK against \`idaas-projector dev\`"
+if ! .venv/bin/python -c 'import alibabacloud_credentials' 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-sdk.txt
+fi
+cargo build --locked --quiet
+.venv/bin/python tests/python/sdk_dev_test.py target/debug/idaas-projector
+
 step "Helm chart, manifests and Dockerfile: lint, renderings, kubernetes-validate, checkov"
 ./scripts/check-chart.sh

@@ -35,18 +35,21 @@ pub enum Command {
     /// Run the token projector: keep a fresh IDaaS token in the Secret of every M2MToken
     /// (leader-elected through a Lease).
     Controller(ControllerArgs),
+    /// Local playground: IDaaS and STS emulators, the projector keeping <dir>/token fresh, and the
+    /// webhook on localhost.
+    Dev(crate::dev::DevArgs),
     /// Fetch one IDaaS M2M token like the IDaaS curl example; with --out FILE --watch keep a
     /// file fresh (hosts without Kubernetes).
     Token(crate::token_command::TokenArgs),
+    /// Call STS AssumeRoleWithOIDC with a token file and print the assumed role and the
+    /// credentials' expiry (secrets only with --show-secrets).
+    AssumeRole(crate::assume_role::AssumeRoleArgs),
     /// Decode a token and report, in RAM's own error codes, whether AssumeRoleWithOIDC would
     /// accept it.
     Check(crate::check_command::CheckArgs),
     /// Print the SHA-1 certificate fingerprint(s) RAM's OIDC identity provider wants for an
     /// issuer URL; --compare plans a certificate rotation.
     Fingerprint(crate::fingerprint::FingerprintArgs),
-    /// Call STS AssumeRoleWithOIDC with a token file and print the assumed role and the
-    /// credentials' expiry (secrets only with --show-secrets).
-    AssumeRole(crate::assume_role::AssumeRoleArgs),
     /// Wait until a token file holds a JWT valid for more than a minute (the init container).
     WaitForToken(WaitArgs),
     /// Print the M2MToken CustomResourceDefinition as YAML.
@@ -385,6 +388,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Serve(args) => exit(crate::run::serve(args).await),
+        Command::Dev(args) => match crate::dev::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Command::Token(args) => match crate::token_command::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(crate::token_command::TokenCommandError::Usage(m)) => {
@@ -396,6 +406,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
+        Command::Check(args) => command_exit(crate::check_command::run(args).await),
+        Command::Fingerprint(args) => command_exit(crate::fingerprint::run(args).await),
         Command::AssumeRole(args) => match crate::assume_role::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(crate::assume_role::AssumeRoleError::Usage(m)) => {
@@ -407,8 +419,6 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
-        Command::Check(args) => command_exit(crate::check_command::run(args).await),
-        Command::Fingerprint(args) => command_exit(crate::fingerprint::run(args).await),
         Command::Webhook(args) => exit(crate::run::webhook(args).await),
         Command::Controller(args) => exit(crate::run::controller(args).await),
     }

@@ -6,11 +6,12 @@
 //! - [`admin`] and [`metrics`]: health, readiness and Prometheus metrics.
 
 pub mod admin;
-pub mod check_command;
 pub mod assume_role;
+pub mod check_command;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod dev;
 pub mod emulator;
 pub mod fingerprint;
 pub mod idaas;

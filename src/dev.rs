@@ -1,0 +1,262 @@
+//! `dev`: the whole chain on one machine. The IDaaS emulator issues RS256 tokens, the STS
+//! emulator accepts them as RAM would, the projector keeps `<dir>/token` fresh, and the webhook
+//! serves on localhost with a certificate whose CA is written to `<dir>/ca.pem`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use futures::FutureExt;
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::admin::{self, Readiness};
+use crate::cli::parse_duration;
+use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
+use crate::emulator::sts::{StsConfig, StsEmulator};
+use crate::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest};
+use crate::metrics::Metrics;
+use crate::token_command::{keep_fresh, write_atomically};
+use crate::webhook::mutate::MutateConfig;
+use crate::webhook::review::Standalone;
+use crate::webhook::{certs, server, tls};
+
+/// The dev client application and resource server.
+pub const CLIENT_ID: &str = "app_idaas_projector_dev";
+pub const AUDIENCE: &str = "api://idaas-projector-dev";
+pub const ROLE: &str = "idaas-projector-dev";
+pub const ACCOUNT_ID: &str = "1234567890123456";
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the token file, the webhook CA (ca.pem) and dev.json (every endpoint) go.
+    #[arg(long, env = "IDAAS_PROJECTOR_DIR", default_value = ".idaas-projector")]
+    pub dir: PathBuf,
+    /// Lifetime of the emulated tokens; the projector refreshes at 2/3 of it.
+    #[arg(long, env = "IDAAS_PROJECTOR_TOKEN_LIFETIME", default_value = "120s", value_parser = parse_duration)]
+    pub token_lifetime: Duration,
+    /// The webhook (HTTPS).
+    #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "127.0.0.1:9443")]
+    pub listen: SocketAddr,
+    /// The admin server (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// The IDaaS emulator (plain HTTP).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_IDAAS_LISTEN",
+        default_value = "127.0.0.1:18080"
+    )]
+    pub idaas_listen: SocketAddr,
+    /// The STS emulator (plain HTTP).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_STS_LISTEN",
+        default_value = "127.0.0.1:18081"
+    )]
+    pub sts_listen: SocketAddr,
+}
+
+/// Why `dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{0}")]
+    Start(String),
+}
+
+fn err(what: &str, detail: impl std::fmt::Display) -> DevError {
+    DevError::Start(format!("{what}: {detail}"))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Runs `dev` until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> Result<(), DevError> {
+    std::fs::create_dir_all(&args.dir).map_err(|x| err("cannot create --dir", x))?;
+    let dir = absolute(&args.dir);
+    let client_secret = format!("dev-{:032x}", fastrand::u128(..));
+
+    let idaas = IdaasEmulator::start_on(
+        args.idaas_listen,
+        EmulatorConfig {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: client_secret.clone(),
+            audience: AUDIENCE.to_owned(),
+            scopes_granted: vec![".all".to_owned()],
+            token_lifetime: args.token_lifetime,
+            client_public_key_pem: None,
+        },
+    )
+    .await
+    .map_err(|x| err("IDaaS emulator", format!("{} ({x})", args.idaas_listen)))?;
+    let sts = StsEmulator::start_on(
+        args.sts_listen,
+        StsConfig {
+            issuer: idaas.issuer(),
+            jwks_uri: idaas.jwks_uri(),
+            client_ids: vec![AUDIENCE.to_owned()],
+            issuance_limit: Duration::from_secs(12 * 3600),
+            account_id: ACCOUNT_ID.to_owned(),
+            oidc_provider_name: "idaas-projector-dev".to_owned(),
+            max_session_duration: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .map_err(|x| err("STS emulator", format!("{} ({x})", args.sts_listen)))?;
+
+    // The webhook's certificate, from a CA the user can trust.
+    let now = crate::controller::reconcile::unix_now();
+    let ca = certs::make_ca(now, Duration::from_secs(30 * 24 * 3600))
+        .map_err(|x| err("certificate", x))?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let serving = certs::make_serving(&ca, &names, now, Duration::from_secs(30 * 24 * 3600))
+        .map_err(|x| err("certificate", x))?;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert.pem).map_err(|x| err("ca.pem", x))?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_caches_synced();
+    let store = Arc::new(tls::CertStore::default());
+    let chain = format!("{}{}", serving.cert.pem, ca.cert.pem);
+    let pair = tls::load_pair(chain.as_bytes(), serving.key_pem.as_bytes())
+        .map_err(|x| err("certificate", x))?;
+    tls::install(&store, pair, &metrics, &readiness);
+    let tls_config = Arc::new(tls::server_config(store).map_err(|x| err("TLS", x))?);
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|x| err("webhook", format!("{} ({x})", args.listen)))?;
+    let webhook_addr = listener.local_addr().map_err(|x| err("webhook", x))?;
+    let admin_listener = admin::bind(args.admin_listen)
+        .await
+        .map_err(|x| err("admin server", format!("{} ({x})", args.admin_listen)))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|x| err("admin server", x))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = {
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        .boxed()
+        .shared()
+    };
+
+    let state = Arc::new(server::WebhookState {
+        config: MutateConfig {
+            default_oidc_provider_arn: Some(sts.oidc_provider_arn()),
+            ..MutateConfig::default()
+        },
+        resolver: Arc::new(Standalone),
+        metrics: metrics.clone(),
+    });
+    let handle = axum_server::Handle::new();
+    let webhook = tokio::spawn(server::serve_tls(
+        listener,
+        tls_config,
+        server::router(state),
+        handle.clone(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        readiness.clone(),
+        stop.clone(),
+    ));
+
+    // The projector, keeping the token file fresh.
+    let token_file = dir.join("token");
+    let idaas_client =
+        IdaasClient::new(&HttpConfig::default()).map_err(|x| err("IDaaS client", x))?;
+    let request = TokenRequest {
+        issuer: idaas.issuer(),
+        token_endpoint: None,
+        jwks_uri: None,
+        audience: AUDIENCE.to_owned(),
+        scopes: vec![".all".to_owned()],
+        client_id: CLIENT_ID.to_owned(),
+        credential: Credential::ClientSecretPost {
+            client_secret: SecretString::from(client_secret),
+        },
+        max_token_age: Duration::from_secs(12 * 3600),
+    };
+    let projector = {
+        let (client, request, file, stop) =
+            (idaas_client, request, token_file.clone(), stop.clone());
+        tokio::spawn(async move { keep_fresh(&client, &request, &file, stop).await })
+    };
+
+    let role_arn = sts.role_arn(ROLE);
+    let info = json!({
+        "issuer": idaas.issuer(),
+        "token_endpoint": idaas.token_endpoint(),
+        "jwks_uri": idaas.jwks_uri(),
+        "client_id": CLIENT_ID,
+        "audience": AUDIENCE,
+        "sts_endpoint": sts.endpoint(),
+        "role_arn": role_arn,
+        "oidc_provider_arn": sts.oidc_provider_arn(),
+        "token_file": token_file,
+        "webhook": format!("https://localhost:{}/mutate", webhook_addr.port()),
+        "ca_file": ca_file,
+        "admin": format!("http://{admin_addr}"),
+    });
+    let info_text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
+    write_atomically(&dir.join("dev.json"), info_text.as_bytes())
+        .map_err(|x| err("dev.json", x))?;
+
+    println!(
+        "idaas-projector dev is running (Ctrl-C stops it)
+
+  IDaaS emulator   {issuer}
+  STS emulator     {sts}
+  token file       {token} (refreshed at 2/3 of {lifetime})
+  webhook          https://localhost:{port}/mutate (CA: {ca})
+  admin            http://{admin}/metrics
+  everything above {info}
+
+An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code,
+for example sts_endpoint=\"{sts_host}\" with the Python credentials SDK):
+
+export ALIBABA_CLOUD_ROLE_ARN={role}
+export ALIBABA_CLOUD_OIDC_PROVIDER_ARN={provider}
+export ALIBABA_CLOUD_OIDC_TOKEN_FILE={token}
+export ALIBABA_CLOUD_ROLE_SESSION_NAME=idaas-projector-dev
+
+Send the webhook a sample AdmissionReview:
+
+curl -s --cacert {ca} -H 'Content-Type: application/json' --data @docs/examples/admission-review.json https://localhost:{port}/mutate
+",
+        issuer = idaas.issuer(),
+        sts = sts.endpoint(),
+        sts_host = sts.endpoint().trim_start_matches("http://"),
+        token = token_file.display(),
+        lifetime = humantime::format_duration(args.token_lifetime),
+        port = webhook_addr.port(),
+        ca = ca_file.display(),
+        admin = admin_addr,
+        info = dir.join("dev.json").display(),
+        role = role_arn,
+        provider = sts.oidc_provider_arn(),
+    );
+
+    crate::webhook::shutdown_signal().await;
+    tracing::info!("stopping");
+    readiness.set_shutting_down();
+    let _ = stop_tx.send(true);
+    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = webhook.await;
+    let _ = projector.await;
+    let _ = admin_task.await;
+    idaas.shutdown();
+    sts.shutdown();
+    Ok(())
+}

@@ -459,6 +459,7 @@ pub fn init_tracing(log: &LogArgs) -> Result<(), String> {
         .map_err(|e| format!("--log-level {:?}: {e}", log.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match log.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

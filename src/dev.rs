@@ -81,6 +81,13 @@ fn absolute(p: &Path) -> PathBuf {
 /// Runs `dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
     std::fs::create_dir_all(&args.dir).map_err(|x| err("cannot create --dir", x))?;
+    if args.token_lifetime < Duration::from_secs(180) {
+        tracing::warn!(
+            lifetime = %humantime::format_duration(args.token_lifetime),
+            "wait-for-token wants a token valid for more than 60 s: with tokens this short it \
+             waits through the last part of each token's life until the next refresh"
+        );
+    }
     let dir = absolute(&args.dir);
     let client_secret = format!("dev-{:032x}", fastrand::u128(..));
 
@@ -224,7 +231,7 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
   everything above {info}
 
 An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code,
-for example sts_endpoint=\"{sts_host}\" with the Python credentials SDK):
+for example sts_endpoint=\"{sts}\" with the Python credentials SDK):
 
 export ALIBABA_CLOUD_ROLE_ARN={role}
 export ALIBABA_CLOUD_OIDC_PROVIDER_ARN={provider}
@@ -237,7 +244,6 @@ curl -s --cacert {ca} -H 'Content-Type: application/json' --data @docs/examples/
 ",
         issuer = idaas.issuer(),
         sts = sts.endpoint(),
-        sts_host = sts.endpoint().trim_start_matches("http://"),
         token = token_file.display(),
         lifetime = humantime::format_duration(args.token_lifetime),
         port = webhook_addr.port(),

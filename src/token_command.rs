@@ -50,12 +50,9 @@ pub struct TokenArgs {
         default_value = "client_secret_post"
     )]
     pub auth_method: AuthMethod,
-    /// File holding the client secret (a trailing newline is ignored).
-    #[arg(
-        long,
-        env = "IDAAS_PROJECTOR_CLIENT_SECRET_FILE",
-        conflicts_with = "client_secret"
-    )]
+    /// File holding the client secret (a trailing newline is ignored); takes precedence over
+    /// --client-secret / IDAAS_PROJECTOR_CLIENT_SECRET.
+    #[arg(long, env = "IDAAS_PROJECTOR_CLIENT_SECRET_FILE")]
     pub client_secret_file: Option<PathBuf>,
     /// The client secret. Prefer the environment variable or --client-secret-file: a value on the
     /// command line is visible to other users of the host.

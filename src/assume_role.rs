@@ -85,13 +85,7 @@ pub struct AssumeRoleArgs {
 }
 
 /// Bad usage (exit 2) or a failed call (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum AssumeRoleError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Failed(String),
-}
+pub type AssumeRoleError = crate::cli::CommandError;
 
 fn usage(m: impl Into<String>) -> AssumeRoleError {
     AssumeRoleError::Usage(m.into())

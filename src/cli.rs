@@ -395,43 +395,32 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
-        Command::Token(args) => match crate::token_command::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(crate::token_command::TokenCommandError::Usage(m)) => {
-                eprintln!("error: {m}");
-                ExitCode::from(EXIT_USAGE)
-            }
-            Err(crate::token_command::TokenCommandError::Failed(m)) => {
-                eprintln!("error: {m}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+        Command::Token(args) => command_exit(crate::token_command::run(args).await),
         Command::Check(args) => command_exit(crate::check_command::run(args).await),
         Command::Fingerprint(args) => command_exit(crate::fingerprint::run(args).await),
-        Command::AssumeRole(args) => match crate::assume_role::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(crate::assume_role::AssumeRoleError::Usage(m)) => {
-                eprintln!("error: {m}");
-                ExitCode::from(EXIT_USAGE)
-            }
-            Err(crate::assume_role::AssumeRoleError::Failed(m)) => {
-                eprintln!("error: {m}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+        Command::AssumeRole(args) => command_exit(crate::assume_role::run(args).await),
         Command::Webhook(args) => exit(crate::run::webhook(args).await),
         Command::Controller(args) => exit(crate::run::controller(args).await),
     }
 }
 
-fn command_exit(result: Result<(), crate::fingerprint::CommandError>) -> ExitCode {
+/// Bad usage (exit 2) or a failed check or call (exit 1) of a one-shot command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn command_exit(result: Result<(), CommandError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(crate::fingerprint::CommandError::Usage(m)) => {
+        Err(CommandError::Usage(m)) => {
             eprintln!("error: {m}");
             ExitCode::from(EXIT_USAGE)
         }
-        Err(crate::fingerprint::CommandError::Failed(m)) => {
+        Err(CommandError::Failed(m)) => {
             eprintln!("error: {m}");
             ExitCode::from(EXIT_FAILURE)
         }

@@ -65,14 +65,7 @@ pub struct FingerprintArgs {
     pub request_timeout: Duration,
 }
 
-/// Bad usage (exit 2) or a failed connection or comparison (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Failed(String),
-}
+pub use crate::cli::CommandError;
 
 /// One certificate as the server sent it.
 #[derive(Debug, Clone, Serialize)]

@@ -91,13 +91,7 @@ pub struct TokenArgs {
 }
 
 /// Bad usage (exit 2) or a failed call (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum TokenCommandError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Failed(String),
-}
+pub type TokenCommandError = crate::cli::CommandError;
 
 fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, TokenCommandError> {
     let text = std::fs::read_to_string(path).map_err(|e| {

@@ -150,13 +150,6 @@ fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, AssumeRoleErro
     Ok(certs)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// `STS.NT***`: the first six characters and a mark.
 pub fn mask(access_key_id: &str) -> String {
     let head: String = access_key_id.chars().take(6).collect();
@@ -188,7 +181,7 @@ fn prepare(args: &AssumeRoleArgs) -> Result<Call, AssumeRoleError> {
     }
     let session = match &args.session_name {
         Some(s) => s.clone(),
-        None => format!("idaas-projector-{}", unix_now()),
+        None => format!("idaas-projector-{}", crate::unix_now()),
     };
     if !is_session_name(&session) {
         return Err(usage(format!(
@@ -224,7 +217,7 @@ pub async fn run(args: AssumeRoleArgs) -> Result<(), AssumeRoleError> {
     let call = prepare(&args)?;
     let client = http_client(&args)?;
     let nonce = format!("{:032x}", fastrand::u128(..));
-    let timestamp = crate::controller::secret::rfc3339(unix_now());
+    let timestamp = crate::controller::secret::rfc3339(crate::unix_now());
     let duration = args.duration.to_string();
     let form: [(&str, &str); 10] = [
         ("Action", "AssumeRoleWithOIDC"),

@@ -21,6 +21,14 @@ pub mod token_command;
 pub mod wait;
 pub mod webhook;
 
+/// The system clock in Unix seconds (0 before 1970, which no token can be from).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Errors of the long-running commands.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

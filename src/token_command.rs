@@ -199,10 +199,6 @@ fn summary(t: &FetchedToken, max_age: i64) -> String {
     )
 }
 
-fn unix_now() -> i64 {
-    crate::controller::reconcile::unix_now()
-}
-
 /// Runs `token`.
 pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
     let req = request(&args)?;
@@ -216,7 +212,7 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
 
     if !args.watch {
         let t = client
-            .fetch_token(&req, unix_now())
+            .fetch_token(&req, crate::unix_now())
             .await
             .map_err(|e| TokenCommandError::Failed(describe(&e)))?;
         println!("{}", summary(&t, max_age));
@@ -250,7 +246,7 @@ pub async fn keep_fresh(
     let mut deadline: Option<i64> = None;
     let mut stop = std::pin::pin!(stop);
     loop {
-        let now = unix_now();
+        let now = crate::unix_now();
         let wait = match client.fetch_token(req, now).await {
             Ok(t) => {
                 attempts = 0;
@@ -261,7 +257,7 @@ pub async fn keep_fresh(
                         deadline = Some(p.deadline);
                         tracing::info!(file = %out.display(), sub = c.sub.as_deref().unwrap_or("-"),
                             expires = %rfc3339(c.exp), refresh_at = %rfc3339(p.refresh_at), "token written");
-                        Duration::from_secs((p.refresh_at - unix_now()).max(1) as u64)
+                        Duration::from_secs((p.refresh_at - crate::unix_now()).max(1) as u64)
                     }
                     Err(e) => {
                         tracing::error!(file = %out.display(), error = %e, "cannot write the token file");

@@ -1,7 +1,7 @@
 //! `wait-for-token`: the init container that holds a pod until its token file holds a usable JWT.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
 
@@ -100,13 +100,6 @@ pub struct WaitTimeout {
     pub state: TokenState,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Polls `file` every `poll` until it holds a token valid for more than a minute, logging progress
 /// every `progress` (never the token). Returns the token's `exp`.
 pub async fn wait_for_token(
@@ -120,7 +113,7 @@ pub async fn wait_for_token(
     let mut next_progress = started + progress;
     tracing::info!(file = %file.display(), timeout = %humantime::format_duration(timeout), "waiting for the token");
     loop {
-        let state = inspect(file, unix_now());
+        let state = inspect(file, crate::unix_now());
         if let TokenState::Valid { exp } = state {
             tracing::info!(file = %file.display(), expires = %fmt_time(exp), "token present");
             return Ok(exp);

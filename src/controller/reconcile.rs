@@ -135,13 +135,7 @@ impl Context {
     }
 }
 
-/// The system clock in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::unix_now;
 
 /// Parses `maxTokenAge` (1h..168h).
 pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {

@@ -214,23 +214,7 @@ impl IdaasEmulator {
             .route("/token", post(token))
             .with_state(shared.clone());
         let app = Router::new().nest(ISSUER_PATH, routes);
-        let (tx, mut rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let stop = async move {
-                // Also ends when every handle (the sender) is dropped.
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            // No Nagle delay on answers: a real IDaaS front end does not add one either.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::warn!(error = %e, "IDaaS emulator stopped");
-            }
-        });
+        let tx = super::serve(listener, app, "IDaaS");
         tracing::debug!(issuer = %shared.issuer, "IDaaS emulator started");
         Ok(Self {
             shared,

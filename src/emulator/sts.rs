@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -149,21 +149,7 @@ impl StsEmulator {
             .route("/", axum::routing::any(api))
             .fallback(not_found)
             .with_state(shared.clone());
-        let (tx, mut rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::warn!(error = %e, "STS emulator stopped");
-            }
-        });
+        let tx = super::serve(listener, app, "STS");
         tracing::debug!(%addr, provider = %shared.provider_arn, "STS emulator started");
         Ok(Self {
             shared,
@@ -246,13 +232,6 @@ fn request_id() -> String {
         &h[16..20],
         &h[20..]
     )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// RAM's time format: `2026-01-02T03:04:05Z`.
@@ -492,7 +471,7 @@ async fn assume_role(
         max_token_age_secs: config.issuance_limit.as_secs(),
         leeway_secs: IAT_LEEWAY_SECS,
     };
-    let now = unix_now();
+    let now = crate::unix_now();
     jwt::check_claims(&claims, &expect, now).map_err(token_error)?;
     verify(shared, token, claims.kid.as_deref()).await?;
 

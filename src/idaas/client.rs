@@ -246,8 +246,12 @@ impl IdaasClient {
                 "client_secret_basic"
             }
             Credential::PrivateKeyJwt { private_key_pem } => {
-                let assertion =
-                    client_assertion(&req.client_id, token_endpoint, private_key_pem, unix_now())?;
+                let assertion = client_assertion(
+                    &req.client_id,
+                    token_endpoint,
+                    private_key_pem,
+                    crate::unix_now(),
+                )?;
                 form.push(("client_id", req.client_id.clone()));
                 form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE.to_owned()));
                 form.push(("client_assertion", assertion));
@@ -497,13 +501,6 @@ struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, FetchError> {

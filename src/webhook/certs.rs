@@ -361,10 +361,6 @@ pub fn to_secret(m: &Material, settings: &Settings, resource_version: Option<Str
     }
 }
 
-fn now_unix() -> i64 {
-    crate::controller::reconcile::unix_now()
-}
-
 /// Keeps the Secret, the caBundle and the served pair in step.
 pub struct CertManager {
     pub client: Client,
@@ -391,7 +387,7 @@ impl CertManager {
             store,
             metrics,
             readiness,
-            now: now_unix,
+            now: crate::unix_now,
             served: std::sync::Mutex::new(None),
         }
     }

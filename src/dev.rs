@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::admin::{self, Readiness};
 use crate::cli::parse_duration;
+use crate::controller::schedule::Backoff;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use crate::emulator::sts::{StsConfig, StsEmulator};
 use crate::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest};
@@ -198,7 +199,9 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let projector = {
         let (client, request, file, stop) =
             (idaas_client, request, token_file.clone(), stop.clone());
-        tokio::spawn(async move { keep_fresh(&client, &request, &file, stop).await })
+        tokio::spawn(
+            async move { keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await },
+        )
     };
 
     let role_arn = sts.role_arn(ROLE);

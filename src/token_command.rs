@@ -229,16 +229,25 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
     }
 
     let out = args.out.clone().unwrap_or_default();
-    keep_fresh(&client, &req, &out, crate::webhook::shutdown_signal()).await;
+    keep_fresh(
+        &client,
+        &req,
+        &out,
+        schedule::Backoff::DEFAULT,
+        crate::webhook::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
-/// Keeps `out` holding a fresh token by the projector's refresh rule until `stop` resolves.
+/// Keeps `out` holding a fresh token by the projector's refresh rule until `stop` resolves,
+/// waiting after failures as `backoff` says ([`schedule::Backoff::DEFAULT`] outside of tests).
 /// A failure never touches the file: it is replaced atomically, only by a checked token.
 pub async fn keep_fresh(
     client: &IdaasClient,
     req: &TokenRequest,
     out: &Path,
+    backoff: schedule::Backoff,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let max_age = req.max_token_age.as_secs() as i64;
@@ -262,7 +271,7 @@ pub async fn keep_fresh(
                     Err(e) => {
                         tracing::error!(file = %out.display(), error = %e, "cannot write the token file");
                         attempts += 1;
-                        schedule::retry_delay(attempts - 1, fastrand::f64(), None, now, deadline)
+                        backoff.retry_delay(attempts - 1, fastrand::f64(), None, now, deadline)
                     }
                 }
             }
@@ -274,9 +283,9 @@ pub async fn keep_fresh(
                     RefreshError::Rejected(_) => None,
                 };
                 let delay = if permanent {
-                    schedule::BACKOFF_CAP
+                    backoff.cap
                 } else {
-                    schedule::retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
+                    backoff.retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
                 };
                 attempts = attempts.saturating_add(1);
                 tracing::warn!(error = %describe(&e), retry_in = ?delay, "token refresh failed; the file is left as it is");

@@ -1,25 +1,18 @@
 //! The `check` command: one crafted token per RAM error code, from the IDaaS emulator.
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator};
+use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 
 const CLIENT: &str = "app_check";
 const SECRET: &str = "check-secret";
 const AUD: &str = "api://check";
 
 async fn emulator() -> IdaasEmulator {
-    IdaasEmulator::start(EmulatorConfig {
-        client_id: CLIENT.into(),
-        client_secret: SECRET.into(),
-        audience: AUD.into(),
-        scopes_granted: vec![".all".into()],
-        token_lifetime: Duration::from_secs(3600),
-        client_public_key_pem: None,
-    })
-    .await
-    .unwrap()
+    common::emulator(CLIENT, SECRET, AUD, Duration::from_secs(3600)).await
 }
 
 async fn token(emu: &IdaasEmulator, fault: Option<Fault>) -> String {

@@ -1,15 +1,18 @@
 //! Reconcile scenarios against kube's `tower_test` mock API (every request's method, path and
 //! body asserted, every answer scripted) and the in-process IDaaS emulator.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::requeue_after;
 use http::{Method, Request, Response, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::controller::secret;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
-use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator};
+use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
 use idaas_projector::metrics::Metrics;
 use kube::Client;
@@ -39,16 +42,7 @@ fn install_provider() {
 }
 
 async fn emulator(lifetime: Duration) -> IdaasEmulator {
-    IdaasEmulator::start(EmulatorConfig {
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-        audience: AUDIENCE.into(),
-        scopes_granted: vec![".all".into()],
-        token_lifetime: lifetime,
-        client_public_key_pem: None,
-    })
-    .await
-    .unwrap()
+    common::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, lifetime).await
 }
 
 fn m2mtoken(issuer: &str, max_token_age: &str) -> M2MToken {
@@ -593,25 +587,6 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
         "{text}"
     );
     (action, message)
-}
-
-/// The requeue delay; `Action` has no accessor, its Debug shows `Some(<Duration Debug>)`.
-fn requeue_after(a: &Action) -> Duration {
-    let d = format!("{a:?}");
-    let inner = d
-        .split("Some(")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .expect("a requeue");
-    let (num, unit) = inner.split_at(inner.find(|c: char| c.is_alphabetic() || c == 'µ').unwrap());
-    let n: f64 = num.parse().unwrap();
-    Duration::from_secs_f64(match unit {
-        "s" => n,
-        "ms" => n / 1e3,
-        "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        other => panic!("unit {other}"),
-    })
 }
 
 #[tokio::test]

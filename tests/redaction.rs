@@ -5,21 +5,19 @@
 //! One test in its own binary, with a global subscriber, so no other test's thread can disable a
 //! callsite first.
 
-use std::convert::Infallible;
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{Method, Request, Response, StatusCode};
-use idaas_projector::controller::reconcile::{Context, reconcile};
+use http::{Method, StatusCode};
+use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::metrics::Metrics;
-use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -105,61 +103,35 @@ fn nothing_secret_reaches_the_log_at_trace() {
                 SECRET.to_owned()
             };
             let tokens = written_tokens.clone();
-            let service = tower::service_fn(move |req: Request<Body>| {
-                let tokens = tokens.clone();
-                let credential = credential.clone();
-                async move {
-                    let path = req.uri().path().to_owned();
-                    let method = req.method().clone();
-                    let bytes = http_body_util::BodyExt::collect(req.into_body())
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let sent: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    let (status, body) = match method {
-                        Method::GET if path.ends_with("/secrets/creds") => (
-                            StatusCode::OK,
-                            json!({"apiVersion": "v1", "kind": "Secret",
-                                "metadata": {"name": "creds", "namespace": "shop", "resourceVersion": "1"},
-                                "data": {"value": base64::engine::general_purpose::STANDARD.encode(&credential)}}),
-                        ),
-                        Method::GET => (
-                            StatusCode::NOT_FOUND,
-                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                        ),
-                        Method::PATCH if path.ends_with("/status") => {
-                            let mut t = serde_json::to_value(m2mtoken("https://x", ClientAuthMethod::ClientSecretPost)).unwrap();
-                            t["status"] = sent["status"].clone();
-                            (StatusCode::OK, t)
-                        }
-                        Method::PATCH => {
-                            let b64 = sent["data"]["token"].as_str().unwrap_or_default();
-                            let token = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-                            tokens.lock().unwrap().push(String::from_utf8(token).unwrap());
-                            (StatusCode::OK, sent)
-                        }
-                        _ => (StatusCode::OK, sent),
-                    };
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                            .unwrap(),
-                    )
+            let client = common::fake_kube(move |method, path, sent| {
+                match *method {
+                    Method::GET if path.ends_with("/secrets/creds") => (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": "creds", "namespace": "shop", "resourceVersion": "1"},
+                            "data": {"value": base64::engine::general_purpose::STANDARD.encode(&credential)}}),
+                    ),
+                    Method::GET => (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                    ),
+                    Method::PATCH if path.ends_with("/status") => {
+                        let mut t = serde_json::to_value(m2mtoken("https://x", ClientAuthMethod::ClientSecretPost)).unwrap();
+                        t["status"] = sent["status"].clone();
+                        (StatusCode::OK, t)
+                    }
+                    Method::PATCH => {
+                        let b64 = sent["data"]["token"].as_str().unwrap_or_default();
+                        let token = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+                        tokens.lock().unwrap().push(String::from_utf8(token).unwrap());
+                        (StatusCode::OK, sent)
+                    }
+                    _ => (StatusCode::OK, sent),
                 }
             });
-            let client = kube::Client::new(service, "default");
-            let recorder = Recorder::new(
-                client.clone(),
-                Reporter { controller: "idaas-projector".into(), instance: None },
-            );
-            let ctx = Arc::new(Context::new(
+            let ctx = Arc::new(common::reconcile_context(
                 client,
                 IdaasClient::new(&HttpConfig::default()).unwrap(),
-                Arc::new(Metrics::new()),
-                recorder,
-                4,
-                Duration::from_secs(60),
             ));
             reconcile(Arc::new(m2mtoken(&emu.issuer(), method)), ctx.clone())
                 .await

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use idaas_projector::controller::schedule::{
-    BACKOFF_CAP, MAX_JITTER_FRACTION, backoff, plan, retry_delay,
-};
+use idaas_projector::controller::schedule::{BACKOFF_CAP, Backoff, MAX_JITTER_FRACTION, plan};
 use proptest::prelude::*;
 
 proptest! {
@@ -49,7 +47,7 @@ proptest! {
         retry_after in proptest::option::of(0u64..100_000),
     ) {
         let ra = retry_after.map(Duration::from_secs);
-        let d = backoff(attempt, jitter, ra);
+        let d = Backoff::DEFAULT.delay(attempt, jitter, ra);
         prop_assert!(d <= BACKOFF_CAP);
         prop_assert!(d >= Duration::from_millis(500));
         if let Some(ra) = ra {
@@ -57,6 +55,27 @@ proptest! {
         }
         let step = Duration::from_secs(1u64 << attempt.min(9)).min(BACKOFF_CAP);
         prop_assert!(d >= (step / 2).min(BACKOFF_CAP) || ra.is_some());
+    }
+
+    /// Any policy, such as the drills' shorter one, keeps the same bounds: never past its cap,
+    /// never under half its base, and at least Retry-After up to the cap.
+    #[test]
+    fn any_backoff_policy_stays_within_its_bounds(
+        base_ms in 1u64..10_000,
+        cap_ms in 1u64..1_000_000,
+        attempt in 0u32..64,
+        jitter in 0.0f64..1.0,
+        retry_after_ms in proptest::option::of(0u64..2_000_000),
+    ) {
+        let policy = Backoff { base: Duration::from_millis(base_ms), cap: Duration::from_millis(cap_ms) };
+        let ra = retry_after_ms.map(Duration::from_millis);
+        let d = policy.delay(attempt, jitter, ra);
+        let cap = policy.cap.max(policy.base);
+        prop_assert!(d <= cap);
+        prop_assert!(d >= policy.base / 2);
+        if let Some(ra) = ra {
+            prop_assert!(d >= ra.min(cap));
+        }
     }
 
     /// While a valid token is held, the retry never sleeps past its deadline.
@@ -68,7 +87,7 @@ proptest! {
         left in 1i64..1_000,
         retry_after in proptest::option::of(0u64..1_000),
     ) {
-        let d = retry_delay(attempt, jitter, retry_after.map(Duration::from_secs), now, Some(now + left));
+        let d = Backoff::DEFAULT.retry_delay(attempt, jitter, retry_after.map(Duration::from_secs), now, Some(now + left));
         prop_assert!(d <= Duration::from_secs(left as u64).max(Duration::from_secs(1)));
         prop_assert!(d <= BACKOFF_CAP);
     }

@@ -3,33 +3,14 @@
 
 mod common;
 
-use std::os::unix::fs::symlink;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Pair, TestCa, client, review_body};
+use common::{Pair, TestCa, client, publish, review_body};
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
 use idaas_projector::webhook::tls::{self, CertStore, FileWatcher};
-
-/// Lays out `dir` like a mounted Secret: `..<gen>/tls.{crt,key}`, `..data -> ..<gen>`,
-/// `tls.crt -> ..data/tls.crt`. Each call makes a new generation and swaps `..data` atomically.
-fn publish(dir: &Path, generation: u32, cert_pem: &str, key_pem: &str) {
-    let gen_dir = dir.join(format!("..2026_11_28_{generation:02}"));
-    std::fs::create_dir(&gen_dir).unwrap();
-    std::fs::write(gen_dir.join("tls.crt"), cert_pem).unwrap();
-    std::fs::write(gen_dir.join("tls.key"), key_pem).unwrap();
-    let tmp = dir.join("..data_tmp");
-    symlink(gen_dir.file_name().unwrap(), &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for f in ["tls.crt", "tls.key"] {
-        if !dir.join(f).exists() {
-            symlink(Path::new("..data").join(f), dir.join(f)).unwrap();
-        }
-    }
-}
 
 #[test]
 fn symlink_swaps_are_picked_up_and_bad_pairs_keep_the_old_one() {

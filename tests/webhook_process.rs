@@ -5,73 +5,19 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestCa, client, review_body};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{TestCa, Webhook, client, free_port, review_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_webhook_serves_reports_and_stops_cleanly() {
     let ca = TestCa::new("process CA");
-    let pair = ca.leaf("webhook");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, &pair.cert_pem).unwrap();
-    std::fs::write(&key, &pair.key_pem).unwrap();
-    let (port, admin) = (free_port(), free_port());
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
-        .args([
-            "--log-format",
-            "json",
-            "--log-level",
-            "trace",
-            "webhook",
-            "--standalone",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .args([
-            "--default-oidc-provider-arn",
-            "acs:ram::1234567890123456:oidc-provider/idaas",
-        ])
-        .args(["--shutdown-delay", "200ms", "--shutdown-grace", "5s"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain the log as it is written: a full pipe would block the process's logging.
-    let mut stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut buf);
-        buf
-    });
-
+    let (webhook, _dir) = Webhook::ready(
+        &ca,
+        &["--shutdown-delay", "200ms", "--shutdown-grace", "5s"],
+    )
+    .await;
+    let (port, admin) = (webhook.port, webhook.admin);
     let plain = reqwest::Client::new();
     let admin_url = |p: &str| format!("http://127.0.0.1:{admin}{p}");
-    let mut ready = false;
-    for _ in 0..400 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the webhook exited early with {status:?}");
-        }
-        if let Ok(r) = plain.get(admin_url("/readyz")).send().await
-            && r.status().is_success()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the webhook becomes ready");
     assert!(
         plain
             .get(admin_url("/healthz"))
@@ -116,24 +62,13 @@ async fn standalone_webhook_serves_reports_and_stops_cleanly() {
     assert!(!expiry_line.ends_with(" 0"), "{expiry_line}");
 
     // SIGTERM: readiness turns false first, then the process exits 0.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    webhook.signal("TERM");
     tokio::time::sleep(Duration::from_millis(60)).await;
     let r = plain.get(admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.text().await.unwrap().contains("shutting down"));
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, logs) = webhook.wait().await;
     assert!(status.success(), "exit status {status:?}");
-    let logs = log_reader.join().unwrap();
     assert!(
         !logs.contains("PRIVATE KEY"),
         "the key never reaches the log"

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::schedule::{self, BACKOFF_CAP};
+use super::schedule::{self, Backoff};
 use super::secret::{self, MANAGER, StoredToken};
 use super::status::{self, TokenTimes, reason};
 use crate::crd::{ClientAuthMethod, M2MToken, M2MTokenStatus};
@@ -65,6 +65,8 @@ pub struct Context {
     pub recheck_interval: Duration,
     /// Wall clock in Unix seconds (tests set it).
     pub now: fn() -> i64,
+    /// Waits after failures: 1 s doubling to 5 minutes (drills shorten it).
+    pub backoff: Backoff,
     failures: Mutex<HashMap<String, Failure>>,
     /// Consecutive Kubernetes API errors per object, for `error_policy`'s backoff.
     api_errors: Mutex<HashMap<String, u32>>,
@@ -89,6 +91,7 @@ impl Context {
             refreshes: Arc::new(Semaphore::new(max_concurrent_refreshes.max(1))),
             recheck_interval,
             now: unix_now,
+            backoff: Backoff::DEFAULT,
             failures: Mutex::new(HashMap::new()),
             api_errors: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
@@ -304,7 +307,7 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
             "Secret {secret_name:?} exists and is not managed by this M2MToken; set spec.secretName to another name or delete that Secret"
         );
         set_not_ready(&tokens, &token, reason::SECRET_CONFLICT, &message, now).await?;
-        return Ok(Action::requeue(BACKOFF_CAP));
+        return Ok(Action::requeue(ctx.backoff.cap));
     }
     let stored: Option<StoredToken> = existing.as_ref().and_then(secret::read);
     let plan_of = |s: &StoredToken| {
@@ -529,9 +532,10 @@ async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Ac
             };
             let deadline = stored.as_ref().map(|s| plan_of(s).deadline);
             let delay = if permanent {
-                BACKOFF_CAP
+                ctx.backoff.cap
             } else {
-                schedule::retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
+                ctx.backoff
+                    .retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
             };
             ctx.set_failure(
                 &key,
@@ -590,7 +594,7 @@ pub fn error_policy(token: Arc<M2MToken>, error: &Error, ctx: Arc<Context>) -> A
             *n - 1
         })
         .unwrap_or(0);
-    let delay = schedule::backoff(attempts, fastrand::f64(), None);
+    let delay = ctx.backoff.delay(attempts, fastrand::f64(), None);
     tracing::warn!(m2mtoken = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -59,36 +59,63 @@ pub fn stable_jitter(seed: &str) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The wait before retry number `attempt` (0 for the first retry): 1 s doubling to 5 minutes,
-/// scaled by `jitter` in [0, 1) into the upper half of the step ("equal jitter"), and at least
-/// the server's `Retry-After`, but never past [`BACKOFF_CAP`].
-pub fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
-    let step = BACKOFF_BASE
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-        .min(BACKOFF_CAP);
-    let jittered = step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    jittered
-        .max(retry_after.unwrap_or_default())
-        .min(BACKOFF_CAP)
-        .max(Duration::from_millis(500))
+/// Exponential backoff with equal jitter: `base` doubling to `cap`. The projector uses
+/// [`Backoff::DEFAULT`] (1 s doubling to 5 minutes); tests and drills shorten it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First wait after a failure.
+    pub base: Duration,
+    /// Longest wait after a failure, and the retry interval for permanent errors.
+    pub cap: Duration,
 }
 
-/// The wait before the next try after a failure: [`backoff`], but while the Secret still holds a
-/// token that RAM accepts until `deadline`, never past that deadline, so one more try happens
-/// before the token goes stale.
-pub fn retry_delay(
-    attempt: u32,
-    jitter: f64,
-    retry_after: Option<Duration>,
-    now: i64,
-    deadline: Option<i64>,
-) -> Duration {
-    let d = backoff(attempt, jitter, retry_after);
-    match deadline {
-        Some(deadline) if deadline > now => {
-            d.min(Duration::from_secs((deadline - now) as u64).max(Duration::from_secs(1)))
+impl Backoff {
+    /// 1 s doubling to 5 minutes, as DESIGN.md sets.
+    pub const DEFAULT: Backoff = Backoff {
+        base: BACKOFF_BASE,
+        cap: BACKOFF_CAP,
+    };
+
+    /// The wait before retry number `attempt` (0 for the first retry): `base` doubling to `cap`,
+    /// scaled by `jitter` in [0, 1) into the upper half of the step ("equal jitter"), and at least
+    /// the server's `Retry-After`, but never past `cap`.
+    pub fn delay(&self, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+        let cap = self.cap.max(self.base);
+        let step = self
+            .base
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(cap);
+        let jittered = step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        jittered
+            .max(retry_after.unwrap_or_default())
+            .min(cap)
+            .max(self.base / 2)
+    }
+
+    /// The wait before the next try after a failure: [`Backoff::delay`], but while the Secret
+    /// still holds a token that RAM accepts until `deadline`, never past that deadline, so one
+    /// more try happens before the token goes stale.
+    pub fn retry_delay(
+        &self,
+        attempt: u32,
+        jitter: f64,
+        retry_after: Option<Duration>,
+        now: i64,
+        deadline: Option<i64>,
+    ) -> Duration {
+        let d = self.delay(attempt, jitter, retry_after);
+        match deadline {
+            Some(deadline) if deadline > now => {
+                d.min(Duration::from_secs((deadline - now) as u64).max(Duration::from_secs(1)))
+            }
+            _ => d,
         }
-        _ => d,
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -129,6 +156,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_the_cap() {
+        let backoff = |a, j, r| Backoff::DEFAULT.delay(a, j, r);
         assert_eq!(backoff(0, 1.0, None), Duration::from_secs(1));
         assert_eq!(backoff(3, 1.0, None), Duration::from_secs(8));
         assert_eq!(backoff(30, 1.0, None), BACKOFF_CAP);
@@ -140,6 +168,23 @@ mod tests {
             backoff(0, 0.0, Some(Duration::from_secs(3000))),
             BACKOFF_CAP
         );
+    }
+
+    #[test]
+    fn a_shorter_backoff_keeps_its_shape() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(b.delay(0, 1.0, None), Duration::from_millis(100));
+        assert_eq!(b.delay(0, 0.0, None), Duration::from_millis(50));
+        assert_eq!(b.delay(3, 1.0, None), Duration::from_millis(800));
+        assert_eq!(b.delay(9, 1.0, None), Duration::from_secs(1));
+        assert_eq!(
+            b.delay(0, 0.0, Some(Duration::from_secs(30))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(Backoff::default(), Backoff::DEFAULT);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
@@ -126,7 +129,7 @@ pub fn client(ca_pem: &str, http2: bool, pooled: bool) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .tls_info(true)
-        .timeout(std::time::Duration::from_secs(10));
+        .timeout(Duration::from_secs(10));
     b = if http2 {
         b.http2_prior_knowledge()
     } else {
@@ -160,4 +163,222 @@ pub fn review_body(uid: &str) -> serde_json::Value {
             }
         }
     })
+}
+
+/// Lays out `dir` like a mounted Secret: `..<gen>/tls.{crt,key}`, `..data -> ..<gen>`,
+/// `tls.crt -> ..data/tls.crt`. Each call makes a new generation and swaps `..data` atomically.
+pub fn publish(dir: &std::path::Path, generation: u32, cert_pem: &str, key_pem: &str) {
+    let gen_dir = dir.join(format!("..2026_11_28_{generation:02}"));
+    std::fs::create_dir(&gen_dir).unwrap();
+    std::fs::write(gen_dir.join("tls.crt"), cert_pem).unwrap();
+    std::fs::write(gen_dir.join("tls.key"), key_pem).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(gen_dir.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        if !dir.join(f).exists() {
+            std::os::unix::fs::symlink(std::path::Path::new("..data").join(f), dir.join(f))
+                .unwrap();
+        }
+    }
+}
+
+/// The requeue delay; `Action` has no accessor, its Debug shows `Some(<Duration Debug>)`.
+pub fn requeue_after(a: &kube::runtime::controller::Action) -> std::time::Duration {
+    let d = format!("{a:?}");
+    let inner = d
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("a requeue");
+    let (num, unit) = inner.split_at(inner.find(|c: char| c.is_alphabetic() || c == 'µ').unwrap());
+    let n: f64 = num.parse().unwrap();
+    Duration::from_secs_f64(match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        other => panic!("unit {other}"),
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The webhook binary in standalone mode, with its log drained as it is written.
+pub struct Webhook {
+    pub child: Child,
+    pub port: u16,
+    pub admin: u16,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Webhook {
+    pub fn start(cert: &Path, key: &Path, extra: &[&str]) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
+            .args(["--log-format", "json", "--log-level", "trace"])
+            .args(["webhook", "--standalone"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .args([
+                "--default-oidc-provider-arn",
+                "acs:ram::1234567890123456:oidc-provider/idaas",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut buf);
+            buf
+        });
+        Self {
+            child,
+            port,
+            admin,
+            log: Some(log),
+        }
+    }
+
+    /// Started with a fresh certificate from `ca` in a new directory (kept alive by the
+    /// returned guard), and ready.
+    pub async fn ready(ca: &TestCa, extra: &[&str]) -> (Self, tempfile::TempDir) {
+        let pair = ca.leaf("webhook");
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, &pair.cert_pem).unwrap();
+        std::fs::write(&key, &pair.key_pem).unwrap();
+        let mut webhook = Self::start(&cert, &key, extra);
+        webhook.wait_ready().await;
+        (webhook, dir)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/mutate", self.port)
+    }
+
+    pub async fn readyz(&self) -> Option<u16> {
+        reqwest::get(format!("http://127.0.0.1:{}/readyz", self.admin))
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    pub async fn wait_ready(&mut self) {
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the webhook exited early with {status:?}");
+            }
+            if self.readyz().await == Some(200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the webhook never became ready");
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub async fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let log = self.log.take().unwrap();
+        let status = tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        (status, log.join().unwrap())
+    }
+}
+
+/// The IDaaS emulator with one client application granted every scope.
+pub async fn emulator(
+    client_id: &str,
+    client_secret: &str,
+    audience: &str,
+    lifetime: Duration,
+) -> idaas_projector::emulator::idaas::IdaasEmulator {
+    use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator};
+    IdaasEmulator::start(EmulatorConfig {
+        client_id: client_id.into(),
+        client_secret: client_secret.into(),
+        audience: audience.into(),
+        scopes_granted: vec![".all".into()],
+        token_lifetime: lifetime,
+        client_public_key_pem: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// A Kubernetes client whose every request `answer` answers, from the method, the path and the
+/// JSON body sent (`null` when there is none).
+pub fn fake_kube<F>(answer: F) -> kube::Client
+where
+    F: Fn(&http::Method, &str, serde_json::Value) -> (http::StatusCode, serde_json::Value)
+        + Send
+        + Sync
+        + 'static,
+{
+    let answer = Arc::new(answer);
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let answer = answer.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let method = req.method().clone();
+            let bytes = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let sent = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let (status, body) = answer(&method, &path, sent);
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(status)
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            )
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+/// The reconciler's context over `client`: at most 4 refreshes at once, re-check every minute.
+pub fn reconcile_context(
+    client: kube::Client,
+    idaas: idaas_projector::idaas::IdaasClient,
+) -> idaas_projector::controller::reconcile::Context {
+    use kube::runtime::events::{Recorder, Reporter};
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "idaas-projector".into(),
+            instance: None,
+        },
+    );
+    idaas_projector::controller::reconcile::Context::new(
+        client,
+        idaas,
+        Arc::new(Metrics::new()),
+        recorder,
+        4,
+        Duration::from_secs(60),
+    )
 }

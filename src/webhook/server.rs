@@ -106,7 +106,11 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+    // TCP_NODELAY: an answer is one small write that must not wait for the peer's delayed ACK.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(router.into_make_service())
         .await

@@ -465,6 +465,19 @@ pub fn mutate(
         )));
     }
 
+    // Container names are unique across containers and init containers: a regular container
+    // with the wait container's name would make the patched pod invalid.
+    if injection.init_container().is_some() && regular.iter().any(|c| c.name == INIT_CONTAINER_NAME)
+    {
+        return Err(Denial(format!(
+            "the pod has a container named {INIT_CONTAINER_NAME:?}, the name of the init container \
+             idaas-projector injects; rename that container, set the {} annotation to \"false\" \
+             to inject no init container, or remove the {} annotation",
+            annotations::TOKEN_WAIT,
+            annotations::M2M_TOKEN
+        )));
+    }
+
     // The volume.
     match named(spec.get("volumes"), VOLUME_NAME) {
         Some(existing) => {

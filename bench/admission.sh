@@ -12,7 +12,8 @@
 # and p99 from h2load's per-request log, and the ratio webhook / baseline.
 # Fixed rate: bench/rate_load.rs, open loop at 1,000 requests per second over 16 connections,
 # for the 4 KiB pod; p50 and p99 measured from when each request was due.
-# Memory: VmRSS of a fresh webhook idle, after 100,000 admissions and after 200,000.
+# Memory: VmRSS (and its heap part) of a fresh webhook: cold, warm idle after 1,000 admissions,
+# then after 100,000 more over HTTP/2 and 100,000 more over HTTP/1.1.
 #
 # Environment: DURATION (seconds per throughput run, default 10), CONNS (16), RATE_SECONDS
 # (10), ADMISSIONS (100000), PARTS ("throughput rate memory"), PORT_BASE (18440).
@@ -94,30 +95,35 @@ start_baseline() { # response file
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# h2load run -> "rps p50_ms p99_ms" on stdout; fails on any non-2xx or error.
-h2load_run() { # port body proto(h2|h1)
-  local port=$1 body=$2 proto=$3 flags=() out log
+# h2load run -> "rps p50_ms p99_ms cpu_us_per_request" on stdout; fails on any non-2xx or error.
+h2load_run() { # port pid body proto(h2|h1)
+  local port=$1 pid=$2 body=$3 proto=$4 flags=() out log before after
   [[ $proto == h1 ]] && flags+=(--h1)
   log=$(mktemp -p "$work")
   # Warm up (connections, TLS sessions, allocator), then measure.
   h2load "${flags[@]}" -c "$CONNS" -t 1 -m 1 -n $((CONNS * 200)) -d "$body" \
     -H 'content-type: application/json' "https://127.0.0.1:$port/mutate" >/dev/null
+  before=$(cpu_ticks "$pid")
   out=$(h2load "${flags[@]}" -c "$CONNS" -t 1 -m 1 -D "$DURATION" -d "$body" \
     -H 'content-type: application/json' --log-file="$log" "https://127.0.0.1:$port/mutate")
+  after=$(cpu_ticks "$pid")
   if ! grep -qE 'requests: .* 0 failed, 0 errored, 0 timeout' <<<"$out"; then
     echo "$out" >&2
     echo "h2load saw failures" >&2
     exit 1
   fi
-  python3 - "$log" "$out" <<'EOF'
+  python3 - "$log" "$out" $((after - before)) "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
 durations = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.strip())
 statuses = {l.split("\t")[1] for l in open(sys.argv[1]) if l.strip()}
 assert statuses <= {"200"}, statuses
 rps = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", sys.argv[2]).group(1))
 pct = lambda p: durations[min(len(durations) - 1, int(p / 100 * len(durations)))] / 1000
-print(f"{rps:.0f} {pct(50):.3f} {pct(99):.3f}")
+cpu_us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / len(durations)
+print(f"{rps:.0f} {pct(50):.3f} {pct(99):.3f} {cpu_us:.0f}")
 EOF
 }
 
@@ -158,17 +164,17 @@ if [[ " $PARTS " == *" throughput "* || " $PARTS " == *" rate "* ]]; then
 fi
 
 if [[ " $PARTS " == *" throughput "* ]]; then
-  echo "| pod | protocol | webhook rps | webhook p50 / p99 ms | baseline rps | baseline p50 / p99 ms | ratio (rps) |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| pod | protocol | webhook rps | p50 / p99 ms | CPU µs / req | baseline rps | p50 / p99 ms | CPU µs / req | ratio (rps) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for size in 4k 64k; do
     body="$work/review-$size.json"
     start_baseline "$work/response-$size.json"
     for proto in h2 h1; do
-      read -r w_rps w_p50 w_p99 < <(h2load_run "$WEBHOOK_PORT" "$body" "$proto")
-      read -r b_rps b_p50 b_p99 < <(h2load_run "$BASELINE_PORT" "$body" "$proto")
+      read -r w_rps w_p50 w_p99 w_cpu < <(h2load_run "$WEBHOOK_PORT" "$webhook_pid" "$body" "$proto")
+      read -r b_rps b_p50 b_p99 b_cpu < <(h2load_run "$BASELINE_PORT" "$baseline_pid" "$body" "$proto")
       ratio=$(python3 -c "print(f'{$w_rps / $b_rps:.2f}')")
       label=$([[ $proto == h2 ]] && echo "HTTP/2" || echo "HTTP/1.1")
-      echo "| $size | $label | $w_rps | $w_p50 / $w_p99 | $b_rps | $b_p50 / $b_p99 | **$ratio** |"
+      echo "| $size | $label | $w_rps | $w_p50 / $w_p99 | $w_cpu | $b_rps | $b_p50 / $b_p99 | $b_cpu | **$ratio** |"
     done
     stop_pid "$baseline_pid"
   done
@@ -193,32 +199,34 @@ fi
 if [[ -n ${webhook_pid:-} ]]; then stop_pid "$webhook_pid"; fi
 
 if [[ " $PARTS " == *" memory "* ]]; then
+  # VmRSS and its anonymous part (the heap; the rest is the binary's pages mapped from disk).
+  mem() { awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} END {print r, a}' "/proc/$webhook_pid/status"; }
+  load() { # admissions [extra h2load flags]
+    local n=$1
+    shift
+    h2load "$@" -c "$CONNS" -t 1 -m 1 -n "$n" -d "$work/review-4k.json" \
+      -H 'content-type: application/json' "https://127.0.0.1:$WEBHOOK_PORT/mutate" >/dev/null
+    sleep 1
+  }
   start_webhook
   sleep 1
-  idle=$(rss_kib "$webhook_pid")
-  half=$((ADMISSIONS / 2))
-  h2load -c "$CONNS" -t 1 -m 1 -n "$half" -d "$work/review-4k.json" \
-    -H 'content-type: application/json' "https://127.0.0.1:$WEBHOOK_PORT/mutate" >/dev/null
-  sleep 1
-  at_half=$(rss_kib "$webhook_pid")
-  h2load -c "$CONNS" -t 1 -m 1 -n "$half" -d "$work/review-4k.json" \
-    -H 'content-type: application/json' "https://127.0.0.1:$WEBHOOK_PORT/mutate" >/dev/null
-  sleep 1
-  at_full=$(rss_kib "$webhook_pid")
-  h2load --h1 -c "$CONNS" -t 1 -m 1 -n "$ADMISSIONS" -d "$work/review-4k.json" \
-    -H 'content-type: application/json' "https://127.0.0.1:$WEBHOOK_PORT/mutate" >/dev/null
-  sleep 1
-  at_double=$(rss_kib "$webhook_pid")
+  read -r cold cold_anon < <(mem)
+  load 1000
+  read -r warm warm_anon < <(mem)
+  load "$ADMISSIONS"
+  read -r full full_anon < <(mem)
+  load "$ADMISSIONS" --h1
+  read -r double double_anon < <(mem)
   served=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" |
     awk '/^idaas_projector_admission_requests_total\{result="injected"\}/ {print $2}')
-  echo "| webhook RSS (4k pod, $CONNS connections) | KiB | vs idle |"
-  echo "| --- | --- | --- |"
-  pct() { python3 -c "print(f'{($1 - $idle) / $idle * 100:+.1f}%')"; }
-  echo "| idle, after start | $idle | |"
-  echo "| after $half admissions (HTTP/2) | $at_half | $(pct "$at_half") |"
-  echo "| after $ADMISSIONS admissions (HTTP/2) | $at_full | **$(pct "$at_full")** |"
-  echo "| after $((2 * ADMISSIONS)) admissions (+ HTTP/1.1) | $at_double | $(pct "$at_double") |"
+  pct() { python3 -c "print(f'{($1 - $2) / $2 * 100:+.1f}%')"; }
+  echo "| webhook memory (4k pod, $CONNS connections per run) | VmRSS KiB | vs warm | RssAnon KiB | vs warm |"
+  echo "| --- | --- | --- | --- | --- |"
+  echo "| cold: just started, nothing served | $cold | $(pct "$cold" "$warm") | $cold_anon | $(pct "$cold_anon" "$warm_anon") |"
+  echo "| warm idle: after 1,000 admissions | $warm | | $warm_anon | |"
+  echo "| after $ADMISSIONS more (HTTP/2) | $full | **$(pct "$full" "$warm")** | $full_anon | $(pct "$full_anon" "$warm_anon") |"
+  echo "| after $ADMISSIONS more (HTTP/1.1) | $double | $(pct "$double" "$warm") | $double_anon | $(pct "$double_anon" "$warm_anon") |"
   echo
-  echo "admissions counted by the webhook: $served"
+  echo "admissions counted by the webhook: $served; idle means no connection open, 1 s after the last"
   stop_pid "$webhook_pid"
 fi

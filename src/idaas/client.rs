@@ -585,7 +585,8 @@ fn client_assertion(
 }
 
 /// The token endpoint's success body, or what is wrong with it (never quoting it).
-fn parse_token_response(body: &[u8]) -> Result<TokenResponse, &'static str> {
+/// Public so the `token_response` fuzz target and its regression tests can reach it.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, &'static str> {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return Err("the body is not a JSON object");
     };

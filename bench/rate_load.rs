@@ -1,7 +1,8 @@
 //! An open-loop load generator for the admission benchmark: POSTs a body at a fixed total rate
 //! over N kept-alive connections (HTTP/2 or HTTP/1.1 over TLS), and prints the achieved rate and
 //! the latency percentiles. Latency is measured from when each request was due, not from when it
-//! could be sent, so a stalled server shows up in the figures (no coordinated omission).
+//! could be sent, so a stalled server shows up in the figures (no coordinated omission); only the
+//! timer's own lateness (up to a millisecond) is left out.
 //!
 //! The server's certificate is not verified: this talks to a benchmark server on 127.0.0.1.
 //!
@@ -195,7 +196,13 @@ fn main() {
                 let mut in_flight = Vec::new();
                 for n in 0..per_conn {
                     let due = start + offset + interval * n as u32;
+                    // The clock starts when the request was due, unless the timer woke up late
+                    // on its own (tokio's timers have millisecond granularity): then it starts
+                    // at the wake-up. A request held back by the server (HTTP/1.1 waiting for
+                    // the previous answer) is late from its due time, and that counts.
+                    let held_back = Instant::now() >= due;
                     tokio::time::sleep_until(due.into()).await;
+                    let due = if held_back { due } else { Instant::now() };
                     match &mut conn {
                         Conn::H2(s) => {
                             // HTTP/2 multiplexes: never wait for the previous answer.

@@ -74,6 +74,11 @@ pub struct Answer {
     pub denial: Option<String>,
 }
 
+/// Appends `v` as JSON; writing strings, string lists and JSON values to a Vec cannot fail.
+fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(out, v);
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -130,46 +135,56 @@ pub fn review(
         }),
     };
 
-    let mut response = serde_json::Map::new();
-    response.insert("uid".into(), Value::String(request.uid.clone()));
+    // The response is written straight to bytes: the patch is base64-encoded into the output
+    // (its alphabet needs no JSON escaping), with no intermediate JSON tree to build and copy.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    write(&mut out, &api_version);
+    out.extend_from_slice(b",\"kind\":");
+    write(&mut out, &kind);
+    out.extend_from_slice(b",\"response\":{\"uid\":");
+    write(&mut out, &request.uid);
     let mut denial = None;
     let result = match decision {
         Ok(Mutation::Skipped) => {
-            response.insert("allowed".into(), Value::Bool(true));
+            out.extend_from_slice(b",\"allowed\":true");
             AdmissionResult::skipped
         }
         Ok(Mutation::Injected { patch, warnings }) => {
-            response.insert("allowed".into(), Value::Bool(true));
+            out.extend_from_slice(b",\"allowed\":true");
             if !patch.0.is_empty() {
                 let bytes = serde_json::to_vec(&patch)
                     .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
-                response.insert("patchType".into(), Value::String("JSONPatch".into()));
-                response.insert(
-                    "patch".into(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+                let start = out.len();
+                out.resize(
+                    start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+                    0,
                 );
+                let written = base64::engine::general_purpose::STANDARD
+                    .encode_slice(&bytes, &mut out[start..])
+                    .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
+                out.truncate(start + written);
+                out.push(b'"');
             }
             if !warnings.is_empty() {
-                response.insert("warnings".into(), json!(warnings));
+                out.extend_from_slice(b",\"warnings\":");
+                write(&mut out, &warnings);
             }
             AdmissionResult::injected
         }
         Err(Denial(message)) => {
-            response.insert("allowed".into(), Value::Bool(false));
-            response.insert(
-                "status".into(),
-                json!({"code": 403, "reason": "Forbidden", "message": message}),
+            out.extend_from_slice(b",\"allowed\":false,\"status\":");
+            write(
+                &mut out,
+                &json!({"code": 403, "reason": "Forbidden", "message": message}),
             );
             denial = Some(message);
             AdmissionResult::denied
         }
     };
-    let body = serde_json::to_vec(&json!({
-        "apiVersion": api_version,
-        "kind": kind,
-        "response": response,
-    }))
-    .map_err(|e| BadReview(format!("cannot encode the response: {e}")))?;
+    out.extend_from_slice(b"}}");
+    let body = out;
     Ok(Answer {
         body,
         result,
@@ -178,4 +193,67 @@ pub fn review(
         name,
         denial,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(uid: &str, annotations: Value) -> Value {
+        let body = serde_json::to_vec(&json!({
+            "apiVersion": API_VERSION,
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "shop",
+                "operation": "CREATE",
+                "object": {"metadata": {"name": "p", "annotations": annotations},
+                           "spec": {"containers": [{"name": "app", "image": "i"}]}}
+            }
+        }))
+        .unwrap();
+        let config = MutateConfig {
+            default_oidc_provider_arn: Some("acs:ram::1:oidc-provider/p".into()),
+            ..MutateConfig::default()
+        };
+        let a = review(&body, &config, &Standalone).unwrap();
+        serde_json::from_slice(&a.body).expect("the response is JSON")
+    }
+
+    #[test]
+    fn responses_written_by_hand_are_json_with_every_field() {
+        let uid = "u\"\\\u{1}é";
+        let skipped = answer(uid, json!({}));
+        assert_eq!(
+            skipped,
+            json!({"apiVersion": API_VERSION, "kind": "AdmissionReview",
+                   "response": {"uid": uid, "allowed": true}})
+        );
+
+        let injected = answer(
+            uid,
+            json!({"idaas-projector.io/m2m-token": "t", "idaas-projector.io/role-arn": "acs:ram::1:role/r"}),
+        );
+        let r = &injected["response"];
+        assert_eq!(r["uid"], uid);
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(r["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        assert!(patch.as_array().is_some_and(|ops| !ops.is_empty()));
+
+        let denied = answer(
+            uid,
+            json!({"idaas-projector.io/m2m-token": "t", "idaas-projector.io/role-arn": "bad\"arn"}),
+        );
+        let r = &denied["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 403);
+        assert_eq!(r["status"]["reason"], "Forbidden");
+        let message = r["status"]["message"].as_str().unwrap();
+        assert!(message.contains("role-arn"), "{message}");
+    }
 }

@@ -106,9 +106,8 @@ pub async fn start_server(pair: &Pair) -> TestServer {
     }
 }
 
-/// A reqwest client trusting `ca_pem` only. An unpooled client also resumes no TLS session, so
-/// every request makes a full handshake and sees the certificate served at that moment.
-pub fn client(ca_pem: &str, http2: bool, pooled: bool) -> reqwest::Client {
+/// A rustls client configuration trusting `ca_pem` only, offering HTTP/2 or HTTP/1.1.
+pub fn tls_client_config(ca_pem: &str, http2: bool) -> rustls::ClientConfig {
     use rustls_pki_types::pem::PemObject;
     install_provider();
     let mut roots = rustls::RootCertStore::empty();
@@ -123,6 +122,13 @@ pub fn client(ca_pem: &str, http2: bool, pooled: bool) -> reqwest::Client {
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    tls
+}
+
+/// A reqwest client trusting `ca_pem` only. An unpooled client also resumes no TLS session, so
+/// every request makes a full handshake and sees the certificate served at that moment.
+pub fn client(ca_pem: &str, http2: bool, pooled: bool) -> reqwest::Client {
+    let mut tls = tls_client_config(ca_pem, http2);
     if !pooled {
         tls.resumption = rustls::client::Resumption::disabled();
     }
@@ -216,6 +222,8 @@ pub struct Webhook {
     pub port: u16,
     pub admin: u16,
     log: Option<std::thread::JoinHandle<String>>,
+    /// For the admin port, made once: building a client loads the system's roots.
+    plain: reqwest::Client,
 }
 
 impl Webhook {
@@ -249,6 +257,7 @@ impl Webhook {
             port,
             admin,
             log: Some(log),
+            plain: reqwest::Client::new(),
         }
     }
 
@@ -270,7 +279,9 @@ impl Webhook {
     }
 
     pub async fn readyz(&self) -> Option<u16> {
-        reqwest::get(format!("http://127.0.0.1:{}/readyz", self.admin))
+        self.plain
+            .get(format!("http://127.0.0.1:{}/readyz", self.admin))
+            .send()
             .await
             .ok()
             .map(|r| r.status().as_u16())

@@ -5,19 +5,20 @@
 //!
 //! `cargo bench --bench refresh` (`-- --tokens N --latency-ms L --concurrency C` to vary)
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use base64::Engine as _;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
 use idaas_projector::metrics::Metrics;
-use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::json;
 
@@ -91,53 +92,35 @@ fn main() {
 
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
-        let service = tower::service_fn(move |req: Request<Body>| {
-            let c = c.clone();
-            async move {
-                let path = req.uri().path().to_owned();
-                let method = req.method().clone();
-                let bytes = http_body_util::BodyExt::collect(req.into_body())
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let sent: serde_json::Value =
-                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                let (status, body) = match method {
-                    Method::GET if path.ends_with("/secrets/bench-credentials") => {
-                        c.gets.fetch_add(1, Ordering::Relaxed);
-                        (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret",
-                            "metadata": {"name": "bench-credentials", "namespace": "bench", "resourceVersion": "1"},
-                            "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode("bench-secret")}}))
-                    }
-                    Method::GET => {
-                        c.gets.fetch_add(1, Ordering::Relaxed);
-                        (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1",
-                            "status": "Failure", "reason": "NotFound", "code": 404}))
-                    }
-                    Method::PATCH if path.ends_with("/status") => {
-                        c.status_patches.fetch_add(1, Ordering::Relaxed);
-                        let mut t = serde_json::to_value(token(0, "https://issuer.example")).unwrap();
-                        t["status"] = sent["status"].clone();
-                        (StatusCode::OK, t)
-                    }
-                    Method::PATCH => {
-                        c.secret_writes.fetch_add(1, Ordering::Relaxed);
-                        (StatusCode::OK, sent)
-                    }
-                    _ => {
-                        c.events.fetch_add(1, Ordering::Relaxed);
-                        (StatusCode::OK, sent)
-                    }
-                };
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .status(status)
-                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                        .unwrap(),
-                )
+        let client = common::fake_kube(move |method, path, sent| {
+            match *method {
+                Method::GET if path.ends_with("/secrets/bench-credentials") => {
+                    c.gets.fetch_add(1, Ordering::Relaxed);
+                    (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "bench-credentials", "namespace": "bench", "resourceVersion": "1"},
+                        "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode("bench-secret")}}))
+                }
+                Method::GET => {
+                    c.gets.fetch_add(1, Ordering::Relaxed);
+                    (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "reason": "NotFound", "code": 404}))
+                }
+                Method::PATCH if path.ends_with("/status") => {
+                    c.status_patches.fetch_add(1, Ordering::Relaxed);
+                    let mut t = serde_json::to_value(token(0, "https://issuer.example")).unwrap();
+                    t["status"] = sent["status"].clone();
+                    (StatusCode::OK, t)
+                }
+                Method::PATCH => {
+                    c.secret_writes.fetch_add(1, Ordering::Relaxed);
+                    (StatusCode::OK, sent)
+                }
+                _ => {
+                    c.events.fetch_add(1, Ordering::Relaxed);
+                    (StatusCode::OK, sent)
+                }
             }
         });
-        let client = kube::Client::new(service, "default");
         let recorder = Recorder::new(
             client.clone(),
             Reporter {

@@ -184,11 +184,7 @@ impl IdaasEmulator {
             })?),
             None => None,
         };
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let mut addr = listener.local_addr()?;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(Ipv4Addr::LOCALHOST.into());
-        }
+        let (listener, addr) = super::bind(addr).await?;
         let issuer = format!("http://{addr}{ISSUER_PATH}");
         let shared = Arc::new(Shared {
             token_endpoint: format!("{issuer}/token"),

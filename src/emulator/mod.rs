@@ -3,9 +3,22 @@
 pub mod idaas;
 pub mod sts;
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Binds an emulator's listener; the address it returns is one a client can dial (an
+/// unspecified IP becomes 127.0.0.1).
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    Ok((listener, addr))
+}
 
 /// Serves an emulator's router on `listener` without Nagle delay (a real front end adds none)
 /// until the returned sender says stop or is dropped.

@@ -128,11 +128,7 @@ impl StsEmulator {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(std::io::Error::other)?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let mut addr = listener.local_addr()?;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(Ipv4Addr::LOCALHOST.into());
-        }
+        let (listener, addr) = super::bind(addr).await?;
         let provider_arn = format!(
             "acs:ram::{}:oidc-provider/{}",
             config.account_id, config.oidc_provider_name

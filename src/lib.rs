@@ -1,33 +1,35 @@
 //! idaas-projector: IDaaS M2M tokens for Alibaba Cloud SDKs in Kubernetes pods, with no AccessKey.
 //!
-//! - [`webhook`]: the mutating admission webhook (pure [`webhook::mutate`] plus its HTTPS server).
+//! The map (docs/design.md tells the whole story):
+//!
+//! - [`controller`]: the token projector, keeping a fresh, checked token in each M2MToken's
+//!   Secret ([`controller::schedule`] and the reconcile decision are pure).
+//! - [`webhook`]: the mutating admission webhook ([`webhook::mutate`] is pure) and its HTTPS
+//!   server.
+//! - [`idaas`]: the IDaaS client (discovery, token endpoint, JWKS) and token decoding.
+//! - [`ram`]: RAM's and STS's rules, pure: error codes, names, the claim checks.
 //! - [`crd`]: the `M2MToken` resource.
-//! - [`wait`]: the `wait-for-token` init container.
-//! - [`admin`] and [`metrics`]: health, readiness and Prometheus metrics.
+//! - [`process`]: the long-running processes' wiring (admin server, webhook, projector, stop).
+//! - [`token_file`]: a token file kept fresh without Kubernetes; [`wait`]: the init container.
+//! - [`emulator`]: in-process IDaaS and STS for `dev` and the tests.
+//! - [`admin`], [`metrics`], [`http`], [`time`]: health and metrics, outbound HTTPS, clock and
+//!   formats.
+//! - [`cli`]: the commands; the only module that knows the command line.
 
 pub mod admin;
-pub mod assume_role;
-pub mod check_command;
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod dev;
 pub mod emulator;
-pub mod fingerprint;
+pub mod http;
 pub mod idaas;
 pub mod metrics;
-pub mod run;
-pub mod token_command;
+pub mod process;
+pub mod ram;
+pub mod time;
+pub mod token_file;
 pub mod wait;
 pub mod webhook;
-
-/// The system clock in Unix seconds (0 before 1970, which no token can be from).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Errors of the long-running commands.
 #[derive(Debug, thiserror::Error)]
@@ -49,18 +51,4 @@ pub enum Error {
     /// A part of the process stopped (the projector's lease task died, a task panicked).
     #[error("{0}")]
     Task(String),
-}
-
-impl Error {
-    /// A short, stable label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Usage(_) => "usage",
-            Error::Bind { .. } => "bind",
-            Error::Kube(_) => "kube",
-            Error::Io(_) => "io",
-            Error::Tls(_) => "tls",
-            Error::Task(_) => "task",
-        }
-    }
 }

@@ -1,9 +1,11 @@
 //! `wait-for-token`: the init container that holds a pod until its token file holds a usable JWT.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
+
+use crate::time::{format_duration, rfc3339};
 
 /// A token must stay valid at least this long after the wait ends.
 pub const MIN_REMAINING: Duration = Duration::from_secs(60);
@@ -36,19 +38,11 @@ impl std::fmt::Display for TokenState {
                 f,
                 "expired or expiring within {}s (exp {})",
                 MIN_REMAINING.as_secs(),
-                fmt_time(*exp)
+                rfc3339(*exp)
             ),
-            TokenState::Valid { exp } => write!(f, "valid until {}", fmt_time(*exp)),
+            TokenState::Valid { exp } => write!(f, "valid until {}", rfc3339(*exp)),
         }
     }
-}
-
-fn fmt_time(unix: i64) -> String {
-    u64::try_from(unix)
-        .ok()
-        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Reads the `exp` claim of a compact JWT without checking its signature. Never echoes the input.
@@ -93,7 +87,7 @@ pub fn inspect(path: &Path, now: i64) -> TokenState {
 
 /// The wait timed out.
 #[derive(Debug, thiserror::Error)]
-#[error("no usable token in {} after {}: the file is {state}", file.display(), humantime::format_duration(*timeout))]
+#[error("no usable token in {} after {}: the file is {state}", file.display(), format_duration(*timeout))]
 pub struct WaitTimeout {
     pub file: PathBuf,
     pub timeout: Duration,
@@ -111,11 +105,11 @@ pub async fn wait_for_token(
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
     let mut next_progress = started + progress;
-    tracing::info!(file = %file.display(), timeout = %humantime::format_duration(timeout), "waiting for the token");
+    tracing::info!(file = %file.display(), timeout = %format_duration(timeout), "waiting for the token");
     loop {
-        let state = inspect(file, crate::unix_now());
+        let state = inspect(file, crate::time::unix_now());
         if let TokenState::Valid { exp } = state {
-            tracing::info!(file = %file.display(), expires = %fmt_time(exp), "token present");
+            tracing::info!(file = %file.display(), expires = %rfc3339(exp), "token present");
             return Ok(exp);
         }
         let now = tokio::time::Instant::now();
@@ -130,7 +124,7 @@ pub async fn wait_for_token(
             tracing::info!(
                 file = %file.display(),
                 state = %state,
-                waited = %humantime::format_duration(Duration::from_secs(now.duration_since(started).as_secs())),
+                waited = %format_duration(Duration::from_secs(now.duration_since(started).as_secs())),
                 "still waiting for the token"
             );
             next_progress += progress;

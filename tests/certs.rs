@@ -121,13 +121,9 @@ fn secret_json(m: &certs::Material) -> Value {
 
 /// Material made now, as a replica would have written it.
 fn fresh_material() -> certs::Material {
-    certs::plan(
-        None,
-        &settings(),
-        idaas_projector::controller::reconcile::unix_now(),
-    )
-    .unwrap()
-    .unwrap()
+    certs::plan(None, &settings(), idaas_projector::time::unix_now())
+        .unwrap()
+        .unwrap()
 }
 
 fn b64(s: &str) -> String {
@@ -279,7 +275,7 @@ async fn losing_the_create_race_takes_the_other_replicas_secret() {
 async fn rotation_replaces_the_secret_with_both_cas_in_the_bundle() {
     // A Secret whose CA is past 2/3 of its life.
     let s = settings();
-    let now = idaas_projector::controller::reconcile::unix_now();
+    let now = idaas_projector::time::unix_now();
     let ca_life = 2 * s.validity.as_secs() as i64;
     let old = certs::plan(None, &s, now - ca_life * 2 / 3 - 3600)
         .unwrap()

@@ -27,7 +27,7 @@ use idaas_projector::controller::schedule::Backoff;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest, jwt};
-use idaas_projector::unix_now;
+use idaas_projector::time::unix_now;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -255,7 +255,7 @@ async fn token_file_survives_an_idaas_fault_sequence() {
         let out = out.clone();
         tokio::spawn(async move {
             let client = idaas_client();
-            idaas_projector::token_command::keep_fresh(&client, &req, &out, DRILL_BACKOFF, async {
+            idaas_projector::token_file::keep_fresh(&client, &req, &out, DRILL_BACKOFF, async {
                 let _ = rx.await;
             })
             .await

@@ -138,7 +138,7 @@ impl Context {
     }
 }
 
-pub use crate::unix_now;
+pub use crate::time::unix_now;
 
 /// Parses `maxTokenAge` (1h..168h).
 pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -315,13 +315,6 @@ pub fn generate_client_key() -> (String, String) {
     (pair.serialize_pem(), pair.public_key_pem())
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn request_id() -> String {
     let n = fastrand::u128(..);
     let h = format!("{n:032X}");
@@ -599,7 +592,7 @@ fn check_scope(cfg: &EmulatorConfig, scope: &str) -> Result<(), String> {
 }
 
 fn issue(s: &Shared, scope: &str, fault: Option<Fault>, method: &str) -> Response {
-    let now = unix_now();
+    let now = crate::time::unix_now();
     let lifetime = s.lifetime.lock().unwrap().as_secs() as i64;
     let (mut iat, mut exp, mut aud) = (now, now + lifetime, s.config.audience.as_str());
     let mut hs256 = false;

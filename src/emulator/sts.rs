@@ -35,19 +35,14 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::idaas::CheckError;
-use crate::idaas::jwt::{self, Expectations};
-use crate::webhook::annotations::{is_session_name, validate_oidc_provider_arn, validate_role_arn};
+use crate::idaas::jwt;
+use crate::ram::Expectations;
+use crate::ram::code;
+use crate::ram::names::{
+    MIN_SESSION_DURATION_SECS, is_session_name, validate_oidc_provider_arn, validate_role_arn,
+};
+use crate::ram::{STS_ACTION as ACTION, STS_VERSION as VERSION};
 
-/// The API version of AssumeRoleWithOIDC.
-pub const VERSION: &str = "2015-04-01";
-/// The action the emulator serves.
-pub const ACTION: &str = "AssumeRoleWithOIDC";
-/// RAM's smallest `DurationSeconds`.
-pub const MIN_DURATION_SECS: u64 = 900;
-/// RAM's largest role maximum session duration.
-pub const MAX_DURATION_SECS: u64 = 43_200;
-/// Allowed clock skew for `iat` in the future.
-const IAT_LEEWAY_SECS: u64 = 60;
 /// The `HostId` of every error answer.
 const HOST_ID: &str = "sts.aliyuncs.com";
 /// RAM's limit on the OIDC token's length.
@@ -122,12 +117,11 @@ impl StsEmulator {
 
     /// Starts on `addr`.
     pub async fn start_on(addr: SocketAddr, config: StsConfig) -> std::io::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(std::io::Error::other)?;
+        let timeouts = crate::http::Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(10),
+        };
+        let http = crate::http::client(timeouts, &[]).map_err(std::io::Error::other)?;
         let (listener, addr) = super::bind(addr).await?;
         let provider_arn = format!(
             "acs:ram::{}:oidc-provider/{}",
@@ -232,7 +226,7 @@ fn request_id() -> String {
 
 /// RAM's time format: `2026-01-02T03:04:05Z`.
 fn utc(unix: i64) -> String {
-    crate::controller::secret::rfc3339(unix)
+    crate::time::rfc3339(unix)
 }
 
 fn random_chars(n: usize, alphabet: &[u8]) -> String {
@@ -333,6 +327,82 @@ async fn assume_role(
     params: &HashMap<String, String>,
 ) -> Result<serde_json::Value, StsError> {
     let config = &shared.config;
+    check_action(params)?;
+    let call = call_parameters(params, config)?;
+    let (role_arn, session, duration) = (call.role_arn, call.session, call.duration);
+    let provider_arn = call.provider_arn;
+    if provider_arn != shared.provider_arn {
+        return Err(denied(
+            code::NO_PERMISSION,
+            "No such OIDC Provider registered.",
+        ));
+    }
+    let role_account = role_arn
+        .strip_prefix("acs:ram::")
+        .and_then(|r| r.split_once(':'))
+        .map(|(account, _)| account)
+        .unwrap_or_default();
+    if role_account != config.account_id {
+        // In RAM: the role does not exist, or its trust policy does not name this provider.
+        return Err(denied(code::NO_PERMISSION, "There is no permission"));
+    }
+
+    let token = params
+        .get("OIDCToken")
+        .map(|t| t.trim())
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(denied(code::INVALID, "The OIDCToken can not empty."));
+    }
+    if token.len() < 4 || token.len() > MAX_TOKEN_LEN {
+        return Err(bad(
+            code::INVALID_TOKEN_PARAMETER,
+            format!("The OIDCToken must be 4 to {MAX_TOKEN_LEN} characters long."),
+        ));
+    }
+    let claims = jwt::decode_unverified(token).map_err(token_error)?;
+    let expect = Expectations {
+        issuer: config.issuer.clone(),
+        audiences: config.client_ids.clone(),
+        max_token_age_secs: config.issuance_limit.as_secs(),
+        leeway_secs: crate::ram::claims::IAT_LEEWAY_SECS,
+    };
+    let now = crate::time::unix_now();
+    crate::ram::check_claims(&claims, &expect, now).map_err(token_error)?;
+    verify(shared, token, claims.kid.as_deref()).await?;
+
+    let role_name = role_arn
+        .rsplit_once('/')
+        .map(|(_, n)| n)
+        .unwrap_or(role_arn);
+    let id = request_id();
+    let role_id = format!("3{}", random_chars(17, b"0123456789"));
+    tracing::info!(request_id = %id, role = %role_arn, session = %session, sub = claims.sub.as_deref().unwrap_or("-"), "STS emulator issued credentials");
+    Ok(json!({
+        "RequestId": id,
+        "AssumedRoleUser": {
+            "Arn": format!("acs:ram::{}:assumed-role/{role_name}/{session}", config.account_id),
+            "AssumedRoleId": format!("{role_id}:{session}"),
+        },
+        "Credentials": {
+            "AccessKeyId": format!("STS.NT{}", random_chars(22, ALNUM)),
+            "AccessKeySecret": random_chars(44, ALNUM),
+            "SecurityToken": format!("CAIS{}", random_chars(320, ALNUM)),
+            "Expiration": utc(now + duration as i64),
+        },
+        "OIDCTokenInfo": {
+            "Subject": claims.sub.clone().unwrap_or_default(),
+            "Issuer": claims.iss,
+            "ClientIds": claims.aud.join(","),
+            "ExpirationTime": utc(claims.exp),
+            "IssuanceTime": utc(claims.iat),
+            "VerificationInfo": "Success",
+        },
+    }))
+}
+
+/// `Action`, `Version` and `Format`: the API the request asks for.
+fn check_action(params: &HashMap<String, String>) -> Result<(), StsError> {
     match param(params, "Action") {
         None => return Err(bad("MissingAction", "Action is mandatory for this action.")),
         Some(ACTION) => {}
@@ -370,6 +440,21 @@ async fn assume_role(
             format!("The emulator answers Format JSON only, not {format}."),
         ));
     }
+    Ok(())
+}
+
+/// The parameters of one AssumeRoleWithOIDC call, checked as STS checks them.
+struct CallParameters<'a> {
+    role_arn: &'a str,
+    provider_arn: &'a str,
+    session: &'a str,
+    duration: u64,
+}
+
+fn call_parameters<'a>(
+    params: &'a HashMap<String, String>,
+    config: &StsConfig,
+) -> Result<CallParameters<'a>, StsError> {
     let role_arn = param(params, "RoleArn")
         .ok_or_else(|| bad("MissingRoleArn", "RoleArn is mandatory for this action."))?;
     let provider_arn = param(params, "OIDCProviderArn").ok_or_else(|| {
@@ -386,19 +471,19 @@ async fn assume_role(
     })?;
     validate_role_arn(role_arn).map_err(|why| {
         bad(
-            "InvalidParameter.RoleArn",
+            code::INVALID_ROLE_ARN,
             format!("The parameter RoleArn is wrongly formed: {why}."),
         )
     })?;
     validate_oidc_provider_arn(provider_arn).map_err(|why| {
         bad(
-            "InvalidParameter.OIDCProviderArn",
+            code::INVALID_PROVIDER_ARN,
             format!("The parameter OIDCProviderArn is wrongly formed: {why}."),
         )
     })?;
     if !is_session_name(session) {
         return Err(bad(
-            "InvalidParameter.RoleSessionName",
+            code::INVALID_SESSION_NAME,
             "The parameter RoleSessionName is wrongly formed: 2 to 64 characters of A-Z a-z 0-9 . @ _ -.",
         ));
     }
@@ -406,12 +491,12 @@ async fn assume_role(
     let duration = match param(params, "DurationSeconds") {
         None => 3600.min(max),
         Some(s) => match s.parse::<u64>() {
-            Ok(d) if (MIN_DURATION_SECS..=max).contains(&d) => d,
+            Ok(d) if (MIN_SESSION_DURATION_SECS..=max).contains(&d) => d,
             _ => {
                 return Err(bad(
-                    "InvalidParameter.DurationSeconds",
+                    code::INVALID_DURATION,
                     format!(
-                        "The Min/Max value of DurationSeconds is {MIN_DURATION_SECS}/{max} seconds, got {s:?}."
+                        "The Min/Max value of DurationSeconds is {MIN_SESSION_DURATION_SECS}/{max} seconds, got {s:?}."
                     ),
                 ));
             }
@@ -421,84 +506,16 @@ async fn assume_role(
         && serde_json::from_str::<serde_json::Value>(policy).is_err()
     {
         return Err(bad(
-            "InvalidParameter.PolicyGrammar",
+            code::INVALID_POLICY,
             "The parameter Policy has not passed grammar check.",
         ));
     }
-    if provider_arn != shared.provider_arn {
-        return Err(denied(
-            "AuthenticationFail.NoPermission",
-            "No such OIDC Provider registered.",
-        ));
-    }
-    let role_account = role_arn
-        .strip_prefix("acs:ram::")
-        .and_then(|r| r.split_once(':'))
-        .map(|(account, _)| account)
-        .unwrap_or_default();
-    if role_account != config.account_id {
-        // In RAM: the role does not exist, or its trust policy does not name this provider.
-        return Err(denied(
-            "AuthenticationFail.NoPermission",
-            "There is no permission",
-        ));
-    }
-
-    let token = params
-        .get("OIDCToken")
-        .map(|t| t.trim())
-        .unwrap_or_default();
-    if token.is_empty() {
-        return Err(denied(
-            "AuthenticationFail.OIDCToken.Invalid",
-            "The OIDCToken can not empty.",
-        ));
-    }
-    if token.len() < 4 || token.len() > MAX_TOKEN_LEN {
-        return Err(bad(
-            "InvalidParameter.OIDCToken",
-            format!("The OIDCToken must be 4 to {MAX_TOKEN_LEN} characters long."),
-        ));
-    }
-    let claims = jwt::decode_unverified(token).map_err(token_error)?;
-    let expect = Expectations {
-        issuer: config.issuer.clone(),
-        audiences: config.client_ids.clone(),
-        max_token_age_secs: config.issuance_limit.as_secs(),
-        leeway_secs: IAT_LEEWAY_SECS,
-    };
-    let now = crate::unix_now();
-    jwt::check_claims(&claims, &expect, now).map_err(token_error)?;
-    verify(shared, token, claims.kid.as_deref()).await?;
-
-    let role_name = role_arn
-        .rsplit_once('/')
-        .map(|(_, n)| n)
-        .unwrap_or(role_arn);
-    let id = request_id();
-    let role_id = format!("3{}", random_chars(17, b"0123456789"));
-    tracing::info!(request_id = %id, role = %role_arn, session = %session, sub = claims.sub.as_deref().unwrap_or("-"), "STS emulator issued credentials");
-    Ok(json!({
-        "RequestId": id,
-        "AssumedRoleUser": {
-            "Arn": format!("acs:ram::{}:assumed-role/{role_name}/{session}", config.account_id),
-            "AssumedRoleId": format!("{role_id}:{session}"),
-        },
-        "Credentials": {
-            "AccessKeyId": format!("STS.NT{}", random_chars(22, ALNUM)),
-            "AccessKeySecret": random_chars(44, ALNUM),
-            "SecurityToken": format!("CAIS{}", random_chars(320, ALNUM)),
-            "Expiration": utc(now + duration as i64),
-        },
-        "OIDCTokenInfo": {
-            "Subject": claims.sub.clone().unwrap_or_default(),
-            "Issuer": claims.iss,
-            "ClientIds": claims.aud.join(","),
-            "ExpirationTime": utc(claims.exp),
-            "IssuanceTime": utc(claims.iat),
-            "VerificationInfo": "Success",
-        },
-    }))
+    Ok(CallParameters {
+        role_arn,
+        provider_arn,
+        session,
+        duration,
+    })
 }
 
 /// RAM's answer to a token that fails a check.
@@ -544,10 +561,7 @@ async fn fetch_jwks(shared: &Shared) -> Result<JwkSet, StsError> {
     let uri = &shared.config.jwks_uri;
     let fail = |why: String| {
         tracing::warn!(jwks_uri = %uri, error = %why, "STS emulator cannot fetch the JWKS");
-        denied(
-            "AuthenticationFail.OIDCToken.HttpsUrlInvalid",
-            format!("Invoke url failed: {why}"),
-        )
+        denied(code::HTTPS_URL_INVALID, format!("Invoke url failed: {why}"))
     };
     let response = shared
         .http

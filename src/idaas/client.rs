@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -14,17 +14,17 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::jwt::{self, Expectations, TokenClaims};
+use super::jwt::{self, TokenClaims};
 use super::{
     Credential, ErrorClass, FetchError, FetchedToken, HttpConfig, RefreshError, TokenRequest,
     TokenResponse,
 };
+use crate::http::{display_url, error_chain, server_text};
+use crate::ram::Expectations;
 
 /// How long a discovery answer (or the fallback chosen when none is served) is reused.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -32,21 +32,15 @@ pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 pub const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// A `kid` missing from the cached JWKS refetches it, but no more often than this.
 pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
-/// Clock skew allowed for `iat` in the future, as RAM allows it.
-pub const IAT_LEEWAY_SECS: u64 = 60;
 /// `exp` - `iat` of the `private_key_jwt` client assertion.
 pub const CLIENT_ASSERTION_LIFETIME_SECS: i64 = 300;
 /// The `client_assertion_type` of RFC 7523.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// The `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("idaas-projector/", env!("CARGO_PKG_VERSION"));
 
 /// Bodies beyond this are cut (token, discovery and JWKS answers are a few KiB).
 const MAX_BODY: usize = 1 << 20;
 /// A `Retry-After` beyond this is clamped.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// Server-provided text in an error message is cut to this many characters.
-const MAX_SERVER_TEXT: usize = 200;
 
 /// Resolved endpoints of an issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,26 +86,27 @@ impl IdaasClient {
     /// client's credentials re-sent elsewhere). A CA file that cannot be read or holds no valid
     /// certificate is a permanent error with reason `ca_file`.
     pub fn new(config: &HttpConfig) -> Result<Self, FetchError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &config.ca_file {
-            builder = builder.tls_certs_merge(load_ca_file(path)?);
-        }
-        let http = builder.build().map_err(|e| {
+        let permanent = |reason: &str, message: String| FetchError {
+            class: ErrorClass::Permanent,
+            reason: reason.to_owned(),
+            message,
+            request_id: None,
+            retry_after: None,
+        };
+        let roots = match &config.ca_file {
+            Some(path) => crate::http::load_ca_file(path).map_err(|m| permanent("ca_file", m))?,
+            None => Vec::new(),
+        };
+        let timeouts = crate::http::Timeouts {
+            connect: config.connect_timeout,
+            request: config.timeout,
+        };
+        let http = crate::http::client(timeouts, &roots).map_err(|e| {
             let (reason, what) = match config.ca_file {
                 Some(_) => ("ca_file", "with the CA file"),
                 None => ("http_client", "at all"),
             };
-            FetchError {
-                class: ErrorClass::Permanent,
-                reason: reason.to_owned(),
-                message: format!("cannot build the HTTP client {what}: {}", error_chain(&e)),
-                request_id: None,
-                retry_after: None,
-            }
+            permanent(reason, format!("cannot build the HTTP client {what}: {e}"))
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -250,7 +245,7 @@ impl IdaasClient {
                     &req.client_id,
                     token_endpoint,
                     private_key_pem,
-                    crate::unix_now(),
+                    crate::time::unix_now(),
                 )?;
                 form.push(("client_id", req.client_id.clone()));
                 form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE.to_owned()));
@@ -307,7 +302,7 @@ impl IdaasClient {
             issuer: req.issuer.clone(),
             audiences: vec![req.audience.clone()],
             max_token_age_secs: req.max_token_age.as_secs(),
-            leeway_secs: IAT_LEEWAY_SECS,
+            leeway_secs: crate::ram::claims::IAT_LEEWAY_SECS,
         };
         let claims = self
             .verify(
@@ -503,32 +498,6 @@ struct Answer {
     body: Vec<u8>,
 }
 
-fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
-    let bad = |what: String| FetchError {
-        class: ErrorClass::Permanent,
-        reason: "ca_file".to_owned(),
-        message: format!("CA file {}: {what}", path.display()),
-        request_id: None,
-        retry_after: None,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| bad(format!("bad PEM: {e}")))?;
-        x509_parser::parse_x509_certificate(&der).map_err(|_| {
-            bad(format!(
-                "certificate {} is not valid X.509",
-                certs.len() + 1
-            ))
-        })?;
-        certs.push(reqwest::Certificate::from_der(&der).map_err(|e| bad(error_chain(&e)))?);
-    }
-    if certs.is_empty() {
-        return Err(bad("no PEM CERTIFICATE block".to_owned()));
-    }
-    Ok(certs)
-}
-
 /// `Authorization: Basic` per RFC 6749 §2.3.1: id and secret form-urlencoded before base64.
 fn basic_authorization(
     client_id: &str,
@@ -692,7 +661,7 @@ fn http_error(
         names
             .iter()
             .find_map(|n| map.get(*n).and_then(Value::as_str))
-            .map(one_line)
+            .map(server_text)
             .filter(|s| !s.is_empty())
     };
     let code = field(&["error", "Code", "code"]).filter(|c| is_code(c));
@@ -768,73 +737,16 @@ fn header_request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Server text made one line and short.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_SERVER_TEXT)
-        .collect();
-    if s.chars().count() > MAX_SERVER_TEXT {
-        out.push('…');
-    }
-    out.trim().to_owned()
-}
-
 /// `Retry-After`: delay-seconds or an IMF-fixdate, clamped to [`MAX_RETRY_AFTER`].
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let after = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = parse_imf_fixdate(value)?;
+        let at = crate::time::parse_http_date(value)?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(after.min(MAX_RETRY_AFTER))
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7).
-fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
-    let mut it = s.split_ascii_whitespace();
-    let (_wkday, day, month, year, time, gmt) = (
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-    );
-    if gmt != "GMT" || it.next().is_some() {
-        return None;
-    }
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == month)? as i64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if !(1..=31).contains(&day)
-        || !(0..24).contains(&h)
-        || !(0..60).contains(&m)
-        || !(0..=60).contains(&sec)
-        || year < 1970
-    {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
 /// A transport failure (no HTTP answer, or the body could not be read).
@@ -878,51 +790,13 @@ fn transport_error(method: &str, url: &str, e: &reqwest::Error, timeout: Duratio
     }
 }
 
-/// An error and its sources, `: `-joined, without reqwest's URL (the caller names it).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = match err.downcast_ref::<reqwest::Error>() {
-            Some(r) => {
-                // reqwest's Display appends " for url (...)"; strip it.
-                let s = r.to_string();
-                match s.find(" for url (") {
-                    Some(i) => s[..i].to_owned(),
-                    None => s,
-                }
-            }
-            None => err.to_string(),
-        };
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(one_line(&text));
-        }
-        next = err.source();
-    }
-    parts.join(": ")
-}
-
-/// A URL fit for messages and logs: no userinfo, query or fragment.
-pub fn display_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "<invalid URL>".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn retry_after_forms() {
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
@@ -937,14 +811,6 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun, 06 Foo 1994 08:50:07 GMT", now),
             None
-        );
-        assert_eq!(
-            parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(UNIX_EPOCH)
-        );
-        assert_eq!(
-            parse_imf_fixdate("Tue, 29 Feb 2028 12:00:00 GMT"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_835_438_400))
         );
     }
 
@@ -1115,14 +981,5 @@ mod tests {
             );
             assert!(e.message.contains(&path.display().to_string()));
         }
-    }
-
-    #[test]
-    fn display_url_strips_secrets() {
-        assert_eq!(
-            display_url("https://user:pw@host:8443/p/token?client_secret=x#f"),
-            "https://host:8443/p/token"
-        );
-        assert_eq!(display_url("::"), "<invalid URL>");
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::ram::code;
+
 /// Whether retrying soon can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -56,18 +58,14 @@ impl CheckError {
     /// RAM's error code for this rejection.
     pub fn ram_code(&self) -> &'static str {
         match self {
-            CheckError::NotJwt(_) | CheckError::SymmetricAlgorithm(_) => {
-                "AuthenticationFail.OIDCToken.Invalid"
-            }
-            CheckError::IssuerNotMatch { .. } => "AuthenticationFail.OIDCToken.IssuerNotMatch",
-            CheckError::AudienceNotMatch { .. } => "AuthenticationFail.OIDCToken.AudienceNotMatch",
-            CheckError::Expired { .. } => "AuthenticationFail.OIDCToken.Expired",
+            CheckError::NotJwt(_) | CheckError::SymmetricAlgorithm(_) => code::INVALID,
+            CheckError::IssuerNotMatch { .. } => code::ISSUER_NOT_MATCH,
+            CheckError::AudienceNotMatch { .. } => code::AUDIENCE_NOT_MATCH,
+            CheckError::Expired { .. } => code::EXPIRED,
             CheckError::IssuedInFuture { .. } | CheckError::IssuedTooLongAgo { .. } => {
-                "AuthenticationFail.OIDCToken.IssueTimeInvalid"
+                code::ISSUE_TIME_INVALID
             }
-            CheckError::UnknownKey(_) | CheckError::InvalidSignature => {
-                "AuthenticationFail.OIDCToken.InvalidSignature"
-            }
+            CheckError::UnknownKey(_) | CheckError::InvalidSignature => code::INVALID_SIGNATURE,
         }
     }
 

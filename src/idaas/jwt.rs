@@ -11,18 +11,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::CheckError;
-
-/// What the token must satisfy.
-#[derive(Debug, Clone)]
-pub struct Expectations {
-    pub issuer: String,
-    /// `aud` must contain one of these (RAM's OIDC provider allows up to 50 client IDs).
-    pub audiences: Vec<String>,
-    /// RAM's "earliest issuance time allowed", in seconds.
-    pub max_token_age_secs: u64,
-    /// Allowed clock skew for `iat` in the future.
-    pub leeway_secs: u64,
-}
+// TODO(merge): users import these from crate::ram.
+pub use crate::ram::claims::{ACCEPTED_ALGORITHMS, Expectations, check_claims};
 
 /// The claims the projector and RAM care about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +26,6 @@ pub struct TokenClaims {
     pub iat: i64,
     pub exp: i64,
 }
-
-/// The signature algorithms RAM accepts (asymmetric only).
-pub const ACCEPTED_ALGORITHMS: [&str; 8] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-];
 
 /// Splits a compact JWS into its three parts, or says why it is not one.
 fn split(token: &str) -> Result<(&str, &str, &str), CheckError> {
@@ -152,46 +137,6 @@ pub fn decode_unverified(token: &str) -> Result<TokenClaims, CheckError> {
     })
 }
 
-/// Applies RAM's claim checks, in this order: asymmetric `alg`, `iss` equal to the issuer,
-/// `aud` containing one of the audiences, `exp` after `now`, `iat` at most `leeway_secs` in the
-/// future, and `iat` at most `max_token_age_secs` in the past.
-pub fn check_claims(
-    claims: &TokenClaims,
-    expect: &Expectations,
-    now: i64,
-) -> Result<(), CheckError> {
-    if !ACCEPTED_ALGORITHMS.contains(&claims.alg.as_str()) {
-        return Err(CheckError::SymmetricAlgorithm(claims.alg.clone()));
-    }
-    if claims.iss != expect.issuer {
-        return Err(CheckError::IssuerNotMatch {
-            got: claims.iss.clone(),
-            want: expect.issuer.clone(),
-        });
-    }
-    if !claims.aud.iter().any(|a| expect.audiences.contains(a)) {
-        return Err(CheckError::AudienceNotMatch {
-            got: claims.aud.clone(),
-            want: expect.audiences.join(", "),
-        });
-    }
-    // i128 arithmetic: claims come from outside and may be extreme.
-    let (now, iat, exp) = (now as i128, claims.iat as i128, claims.exp as i128);
-    if exp <= now {
-        return Err(CheckError::Expired { exp: claims.exp });
-    }
-    if iat > now + expect.leeway_secs as i128 {
-        return Err(CheckError::IssuedInFuture { iat: claims.iat });
-    }
-    if now - iat > expect.max_token_age_secs as i128 {
-        return Err(CheckError::IssuedTooLongAgo {
-            iat: claims.iat,
-            limit_secs: expect.max_token_age_secs,
-        });
-    }
-    Ok(())
-}
-
 /// Whether a JWK can verify signatures of `alg` (key type and, for EC, the curve).
 fn compatible(jwk: &Jwk, alg: Algorithm) -> bool {
     match (&jwk.algorithm, alg) {
@@ -221,7 +166,7 @@ fn compatible(jwk: &Jwk, alg: Algorithm) -> bool {
 /// [`CheckError::UnknownKey`]; a symmetric or unknown `alg` gives
 /// [`CheckError::SymmetricAlgorithm`] (an HMAC "key" in a JWKS is never used); a signature
 /// that does not verify gives [`CheckError::InvalidSignature`]. Claims are not checked here:
-/// see [`check_claims`].
+/// see [`crate::ram::check_claims`].
 pub fn verify_signature(token: &str, jwks: &JwkSet) -> Result<(), CheckError> {
     let (header_b64, payload_b64, signature) = split(token)?;
     let header = json_part(header_b64, "header")?;

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::ram::names::{
+    is_region_id, is_session_name, validate_oidc_provider_arn, validate_role_arn,
+};
+
 /// Prefix of every annotation and label this project reads or writes.
 pub const PREFIX: &str = "idaas-projector.io/";
 /// Opts a pod in: the name of an M2MToken in the pod's namespace.
@@ -131,51 +135,9 @@ pub fn parse(
             "annotation {STS_REGION}={region:?} is not a region ID: expected a value such as cn-hangzhou or ap-southeast-1"
         ));
     }
-    let sts_vpc_endpoint = match get(STS_VPC_ENDPOINT)?.map(str::trim) {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(format!(
-                "annotation {STS_VPC_ENDPOINT}={v:?} must be \"true\" or \"false\""
-            ));
-        }
-    };
-
-    let skip = get(SKIP_CONTAINERS)?;
-    let only = get(ONLY_CONTAINERS)?;
-    let selection = match (skip, only) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "annotations {SKIP_CONTAINERS} and {ONLY_CONTAINERS} cannot both be set: use one comma-separated list of container names"
-            ));
-        }
-        (Some(list), None) => Selection::Skip(split_names(SKIP_CONTAINERS, list)?),
-        (None, Some(list)) => {
-            let names = split_names(ONLY_CONTAINERS, list)?;
-            if names.is_empty() {
-                return Err(format!(
-                    "annotation {ONLY_CONTAINERS} is empty: expected a comma-separated list of container names"
-                ));
-            }
-            Selection::Only(names)
-        }
-        (None, None) => Selection::All,
-    };
-
-    let token_wait = match get(TOKEN_WAIT)?.map(str::trim) {
-        None => Some(default_token_wait),
-        Some(v) if v.eq_ignore_ascii_case("false") => None,
-        Some(v) if v.eq_ignore_ascii_case("true") => Some(default_token_wait),
-        Some(v) => {
-            let wait = parse_token_wait(v).ok_or_else(|| {
-                format!(
-                    "annotation {TOKEN_WAIT}={v:?} must be \"false\" or a duration from 1s to 1h such as 90s, 2m or 1m30s"
-                )
-            })?;
-            Some(wait)
-        }
-    };
+    let sts_vpc_endpoint = sts_vpc_endpoint(get(STS_VPC_ENDPOINT)?)?;
+    let selection = selection(get(SKIP_CONTAINERS)?, get(ONLY_CONTAINERS)?)?;
+    let token_wait = token_wait(get(TOKEN_WAIT)?, default_token_wait)?;
 
     Ok(Some(PodAnnotations {
         m2m_token: token.to_owned(),
@@ -189,8 +151,61 @@ pub fn parse(
     }))
 }
 
+/// `sts-vpc-endpoint`: `"true"` or `"false"` (any case); unset is false.
+fn sts_vpc_endpoint(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(format!(
+            "annotation {STS_VPC_ENDPOINT}={v:?} must be \"true\" or \"false\""
+        )),
+    }
+}
+
+/// `skip-containers` or `only-containers` (not both; `only` not empty); neither selects all.
+fn selection(skip: Option<&str>, only: Option<&str>) -> Result<Selection, String> {
+    match (skip, only) {
+        (Some(_), Some(_)) => Err(format!(
+            "annotations {SKIP_CONTAINERS} and {ONLY_CONTAINERS} cannot both be set: use one comma-separated list of container names"
+        )),
+        (Some(list), None) => Ok(Selection::Skip(split_names(SKIP_CONTAINERS, list)?)),
+        (None, Some(list)) => {
+            let names = split_names(ONLY_CONTAINERS, list)?;
+            if names.is_empty() {
+                return Err(format!(
+                    "annotation {ONLY_CONTAINERS} is empty: expected a comma-separated list of container names"
+                ));
+            }
+            Ok(Selection::Only(names))
+        }
+        (None, None) => Ok(Selection::All),
+    }
+}
+
+/// `token-wait`: `"false"` (no init container), `"true"` or unset (the default), or a duration
+/// from 1s to 1h.
+fn token_wait(
+    value: Option<&str>,
+    default_token_wait: Duration,
+) -> Result<Option<Duration>, String> {
+    match value.map(str::trim) {
+        None => Ok(Some(default_token_wait)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(default_token_wait)),
+        Some(v) => {
+            let wait = parse_token_wait(v).ok_or_else(|| {
+                format!(
+                    "annotation {TOKEN_WAIT}={v:?} must be \"false\" or a duration from 1s to 1h such as 90s, 2m or 1m30s"
+                )
+            })?;
+            Ok(Some(wait))
+        }
+    }
+}
+
 fn parse_token_wait(v: &str) -> Option<Duration> {
-    let d = humantime::parse_duration(v).ok()?;
+    let d = crate::time::parse_duration(v).ok()?;
     (d >= Duration::from_secs(1) && d <= MAX_TOKEN_WAIT && d.subsec_nanos() == 0).then_some(d)
 }
 
@@ -220,71 +235,6 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn validate_arn(arn: &str, resource: &str, max_name: usize, extra: &[u8]) -> Result<(), String> {
-    let rest = arn
-        .strip_prefix("acs:ram::")
-        .ok_or_else(|| "it does not start with acs:ram::".to_owned())?;
-    let (account, rest) = rest
-        .split_once(':')
-        .ok_or_else(|| "no account ID".to_owned())?;
-    if account.is_empty() || account.len() > 32 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("account ID {account:?} is not a number"));
-    }
-    let name = rest
-        .strip_prefix(resource)
-        .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| format!("the resource is not {resource}/<name>"))?;
-    if name.is_empty()
-        || name.len() > max_name
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
-    {
-        let extra: String = extra.iter().map(|&b| format!(" {}", b as char)).collect();
-        return Err(format!(
-            "{resource} name {name:?} must be 1 to {max_name} characters of A-Z a-z 0-9 . _ -{extra}"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks `acs:ram::<account id>:role/<name>`.
-pub fn validate_role_arn(arn: &str) -> Result<(), String> {
-    validate_arn(arn, "role", 64, b"@")
-}
-
-/// Checks `acs:ram::<account id>:oidc-provider/<name>`.
-pub fn validate_oidc_provider_arn(arn: &str) -> Result<(), String> {
-    validate_arn(arn, "oidc-provider", 128, b"")
-}
-
-/// The role session name alphabet of RAM: `A-Za-z0-9.@_-`.
-pub fn is_session_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '@' | '_' | '-')
-}
-
-/// 2 to 64 characters of RAM's role session name alphabet.
-pub fn is_session_name(name: &str) -> bool {
-    (2..=64).contains(&name.len()) && name.chars().all(is_session_name_char)
-}
-
-/// Alibaba Cloud region IDs: `cn-hangzhou`, `ap-southeast-1`, `cn-shanghai-finance-1`.
-pub fn is_region_id(region: &str) -> bool {
-    let mut parts = region.split('-');
-    let first_ok = parts
-        .next()
-        .is_some_and(|p| p.len() >= 2 && p.bytes().all(|b| b.is_ascii_lowercase()));
-    let rest: Vec<&str> = parts.collect();
-    region.len() <= 64
-        && first_ok
-        && !rest.is_empty()
-        && rest.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-}
-
 /// RFC 1123 label, as container names are.
 pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
@@ -304,39 +254,6 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn arns() {
-        assert!(validate_role_arn("acs:ram::1234567890123456:role/payments").is_ok());
-        assert!(validate_role_arn("acs:ram::1234567890123456:role/").is_err());
-        assert!(validate_role_arn("acs:ram::12x:role/a").is_err());
-        assert!(validate_role_arn("acs:ram::1:oidc-provider/a").is_err());
-        assert!(validate_oidc_provider_arn("acs:ram::1:oidc-provider/idaas").is_ok());
-        assert!(validate_oidc_provider_arn("arn:aws:iam::1:oidc-provider/x").is_err());
-    }
-
-    #[test]
-    fn regions() {
-        for ok in [
-            "cn-hangzhou",
-            "ap-southeast-1",
-            "cn-shanghai-finance-1",
-            "us-west-1",
-        ] {
-            assert!(is_region_id(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "cn",
-            "CN-hangzhou",
-            "cn-",
-            "cn--x",
-            "c-x",
-            "cn-hang zhou",
-        ] {
-            assert!(!is_region_id(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn token_wait() {

@@ -387,7 +387,7 @@ impl CertManager {
             store,
             metrics,
             readiness,
-            now: crate::unix_now,
+            now: crate::time::unix_now,
             served: std::sync::Mutex::new(None),
         }
     }

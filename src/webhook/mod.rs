@@ -3,7 +3,8 @@
 //! - [`mutate`]: pod JSON plus configuration to a JSON Patch or a denial (pure).
 //! - [`annotations`]: parsing and validation of the pod annotations (pure).
 //! - [`review`]: the AdmissionReview envelope (pure).
-//! - [`server`], [`tls`], [`cache`]: HTTPS, certificate reload, the M2MToken cache.
+//! - [`server`], [`tls`], [`certs`], [`cache`]: HTTPS, certificate reload, self-managed
+//!   certificates, the M2MToken cache.
 
 pub mod annotations;
 pub mod cache;
@@ -17,30 +18,37 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::admin::Readiness;
-use crate::cli::TlsArgs;
 use crate::metrics::Metrics;
 use review::{Standalone, TokenResolver};
 
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+/// Everything the webhook needs, built by the command from its flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The HTTPS listener.
+    pub listen: std::net::SocketAddr,
+    /// Where the serving certificate comes from.
+    pub tls: TlsSource,
+    /// What and how to inject.
+    pub inject: mutate::MutateConfig,
+    /// No Kubernetes API: pods are resolved from their annotations and the flags only.
+    pub standalone: bool,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files (cert-manager, or a Secret the user provides), reloaded when they change.
+    Files {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        reload_interval: std::time::Duration,
+    },
+    /// Made and rotated by the webhook itself, kept in a Secret, with the webhook
+    /// configuration's caBundle kept in step (needs the Kubernetes API).
+    SelfManaged(certs::Settings),
+    /// A self-signed certificate for localhost made at start, written to
+    /// [`tls::SELF_SIGNED_CERT_PATH`] for clients to trust. For local trials only.
+    SelfSigned,
 }
 
 /// A webhook ready to serve: listener bound, certificates loading, resolver chosen.
@@ -54,73 +62,54 @@ impl Webhook {
     /// Binds the listener, loads (and keeps watching) the certificate and starts the M2MToken
     /// cache when a client is given (`None`: standalone). Readiness follows each part.
     pub fn start(
-        listen: std::net::SocketAddr,
-        tls_args: &TlsArgs,
-        config: mutate::MutateConfig,
+        settings: Settings,
         client: Option<kube::Client>,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Self, Error> {
+        let listen = settings.listen;
         let listener = std::net::TcpListener::bind(listen).map_err(|source| Error::Bind {
             addr: listen,
             source,
         })?;
         let store = Arc::new(tls::CertStore::default());
         let tls_config = Arc::new(tls::server_config(store.clone())?);
-        if tls_args.certificate_mode == crate::cli::CertificateMode::SelfManaged {
-            let client = client.clone().ok_or_else(|| {
-                Error::Usage(
-                    "--certificate-mode self needs the Kubernetes API (not --standalone)"
-                        .to_owned(),
-                )
-            })?;
-            if tls_args.certificate_validity < std::time::Duration::from_secs(3600) {
-                return Err(Error::Usage(
-                    "--certificate-validity must be at least 1h".to_owned(),
+        match settings.tls {
+            TlsSource::SelfManaged(cert_settings) => {
+                let client = client.clone().ok_or_else(|| {
+                    Error::Usage(
+                        "--certificate-mode self needs the Kubernetes API (not --standalone)"
+                            .to_owned(),
+                    )
+                })?;
+                let manager = certs::CertManager::new(
+                    client,
+                    cert_settings,
+                    store.clone(),
+                    metrics.clone(),
+                    readiness.clone(),
+                );
+                tokio::spawn(manager.run(std::time::Duration::from_secs(30)));
+            }
+            TlsSource::SelfSigned => serve_self_signed(&store, &metrics, &readiness)?,
+            TlsSource::Files {
+                cert,
+                key,
+                reload_interval,
+            } => {
+                let mut watcher = tls::FileWatcher::default();
+                watcher.poll(&cert, &key, &store, &metrics, &readiness);
+                tokio::spawn(tls::watch_files(
+                    cert,
+                    key,
+                    reload_interval,
+                    store.clone(),
+                    metrics.clone(),
+                    readiness.clone(),
                 ));
             }
-            let manager = certs::CertManager::new(
-                client,
-                certs::Settings {
-                    secret_name: tls_args.certificate_secret.clone(),
-                    namespace: tls_args.certificate_namespace.clone(),
-                    service_name: tls_args.service_name.clone(),
-                    webhook_configuration: tls_args.webhook_configuration.clone(),
-                    validity: tls_args.certificate_validity,
-                },
-                store.clone(),
-                metrics.clone(),
-                readiness.clone(),
-            );
-            tokio::spawn(manager.run(std::time::Duration::from_secs(30)));
-        } else if tls_args.tls_self_signed {
-            let (pair, cert_pem) = tls::self_signed().map_err(|e| Error::Usage(e.to_string()))?;
-            let path = std::path::Path::new(tls::SELF_SIGNED_CERT_PATH);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(path, cert_pem)?;
-            tracing::info!(cert = %path.display(), "serving a self-signed certificate for localhost");
-            tls::install(&store, pair, &metrics, &readiness);
-        } else {
-            let mut watcher = tls::FileWatcher::default();
-            watcher.poll(
-                &tls_args.tls_cert_file,
-                &tls_args.tls_key_file,
-                &store,
-                &metrics,
-                &readiness,
-            );
-            tokio::spawn(tls::watch_files(
-                tls_args.tls_cert_file.clone(),
-                tls_args.tls_key_file.clone(),
-                tls_args.tls_reload_interval,
-                store.clone(),
-                metrics.clone(),
-                readiness.clone(),
-            ));
         }
-
+        let config = settings.inject;
         let resolver: Arc<dyn TokenResolver> = match client {
             None => {
                 readiness.set_caches_synced();
@@ -170,4 +159,22 @@ impl Webhook {
         tracing::info!("webhook stopped");
         Ok(())
     }
+}
+
+/// Makes a self-signed certificate for localhost, writes it where clients find it, and serves
+/// it.
+fn serve_self_signed(
+    store: &tls::CertStore,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Result<(), Error> {
+    let (pair, cert_pem) = tls::self_signed().map_err(|e| Error::Usage(e.to_string()))?;
+    let path = std::path::Path::new(tls::SELF_SIGNED_CERT_PATH);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, cert_pem)?;
+    tracing::info!(cert = %path.display(), "serving a self-signed certificate for localhost");
+    tls::install(store, pair, metrics, readiness);
+    Ok(())
 }

@@ -187,7 +187,7 @@ impl Injection {
             "args": [
                 "wait-for-token",
                 "--file", TOKEN_FILE,
-                "--timeout", humantime::format_duration(wait).to_string().replace(' ', ""),
+                "--timeout", crate::time::format_duration(wait).replace(' ', ""),
             ],
             "resources": {
                 "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -268,7 +268,7 @@ pub fn derive_session_name(namespace: Option<&str>, name: Option<&str>) -> Strin
     let mut cleaned: String = raw
         .chars()
         .map(|c| {
-            if annotations::is_session_name_char(c) {
+            if crate::ram::names::is_session_name_char(c) {
                 c
             } else {
                 '-'
@@ -352,19 +352,7 @@ pub fn mutate(
     config: &MutateConfig,
     lookup: impl FnOnce(&str) -> TokenLookup,
 ) -> Result<Mutation, Denial> {
-    let pod = pod
-        .as_object()
-        .ok_or_else(|| Denial("the object is not a Pod: expected a JSON object".to_owned()))?;
-    let metadata = match pod.get("metadata") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => return Err(Denial("metadata is not an object".to_owned())),
-    };
-    let pod_annotations = match metadata.and_then(|m| m.get("annotations")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(a)) => Some(a),
-        Some(_) => return Err(Denial("metadata.annotations is not an object".to_owned())),
-    };
+    let (metadata, pod_annotations) = pod_metadata(pod)?;
     let Some(wanted) =
         annotations::parse(pod_annotations, config.default_token_wait).map_err(Denial)?
     else {
@@ -374,41 +362,14 @@ pub fn mutate(
         .get("spec")
         .and_then(Value::as_object)
         .ok_or_else(|| Denial("the Pod has no spec object".to_owned()))?;
-
     let regular = containers(spec, "containers")?;
     let init: Vec<ContainerRef<'_>> = containers(spec, "initContainers")?;
     let user_init = || init.iter().filter(|c| c.name != INIT_CONTAINER_NAME);
     check_selection(&wanted.selection, regular.iter().chain(user_init()))?;
 
-    let mut warnings = Vec::new();
-    let mut not_found = false;
-    let (defaults, found) = match lookup(&wanted.m2m_token) {
-        TokenLookup::Found(defaults) => (defaults, true),
-        TokenLookup::NotFound => {
-            not_found = true;
-            (
-                TokenDefaults {
-                    secret_name: wanted.m2m_token.clone(),
-                    ..TokenDefaults::default()
-                },
-                false,
-            )
-        }
-        TokenLookup::Standalone => (
-            TokenDefaults {
-                secret_name: wanted.m2m_token.clone(),
-                ..TokenDefaults::default()
-            },
-            false,
-        ),
-        TokenLookup::Unavailable => {
-            return Err(Denial(format!(
-                "the webhook has not loaded the cluster's M2MTokens yet, so M2MToken {:?} cannot be resolved; retry in a few seconds",
-                wanted.m2m_token
-            )));
-        }
-    };
-
+    let lookup = lookup(&wanted.m2m_token);
+    let not_found = matches!(lookup, TokenLookup::NotFound);
+    let (defaults, found) = token_defaults(&wanted, lookup)?;
     let mut injection = resolve(&wanted, defaults, found, namespace, metadata, spec, config)?;
     let any_selected = regular
         .iter()
@@ -417,6 +378,87 @@ pub fn mutate(
     if !any_selected {
         // No container reads the token: holding the pod for it would only delay it.
         injection.token_wait = None;
+    }
+    let mut warnings = warnings(&wanted, &injection, any_selected, not_found);
+    let already_injected = pod_annotations.is_some_and(|a| a.contains_key(annotations::INJECTED));
+    check_container_names(already_injected, &regular, &init, &injection)?;
+
+    let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
+    ops.extend(injected_annotation_op(pod_annotations, injection.hash()));
+    ops.extend(volume_op(spec, already_injected, &injection)?);
+    // Mounts and environment of every selected container.
+    let vars = injection.env();
+    for c in regular.iter().chain(user_init()) {
+        if wanted.selection.selects(c.name) {
+            container_ops(c, &vars, &mut ops, &mut warnings)?;
+        }
+    }
+    // The init container goes first; inserting at index 0 shifts the others, so it comes last.
+    if let Some(init_container) = injection.init_container()
+        && !init.iter().any(|c| c.name == INIT_CONTAINER_NAME)
+    {
+        ops.push(match spec.get("initContainers") {
+            Some(Value::Array(_)) => add(ptr(&["spec", "initContainers", "0"]), init_container),
+            _ => add(ptr(&["spec", "initContainers"]), json!([init_container])),
+        });
+    }
+    Ok(Mutation::Injected {
+        patch: Patch(ops),
+        warnings,
+    })
+}
+
+type Object = Map<String, Value>;
+
+/// The pod's metadata and annotations, each absent or an object.
+fn pod_metadata(pod: &Value) -> Result<(Option<&Object>, Option<&Object>), Denial> {
+    let pod = pod
+        .as_object()
+        .ok_or_else(|| Denial("the object is not a Pod: expected a JSON object".to_owned()))?;
+    let metadata = match pod.get("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(Denial("metadata is not an object".to_owned())),
+    };
+    let annotations = match metadata.and_then(|m| m.get("annotations")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(a)) => Some(a),
+        Some(_) => return Err(Denial("metadata.annotations is not an object".to_owned())),
+    };
+    Ok((metadata, annotations))
+}
+
+/// The M2MToken's defaults and whether it was found; the Secret is named after the M2MToken
+/// when it was not (or in standalone mode).
+fn token_defaults(
+    wanted: &PodAnnotations,
+    lookup: TokenLookup,
+) -> Result<(TokenDefaults, bool), Denial> {
+    match lookup {
+        TokenLookup::Found(defaults) => Ok((defaults, true)),
+        TokenLookup::NotFound | TokenLookup::Standalone => Ok((
+            TokenDefaults {
+                secret_name: wanted.m2m_token.clone(),
+                ..TokenDefaults::default()
+            },
+            false,
+        )),
+        TokenLookup::Unavailable => Err(Denial(format!(
+            "the webhook has not loaded the cluster's M2MTokens yet, so M2MToken {:?} cannot be resolved; retry in a few seconds",
+            wanted.m2m_token
+        ))),
+    }
+}
+
+/// What the admission answer warns about, before any container's own warnings.
+fn warnings(
+    wanted: &PodAnnotations,
+    injection: &Injection,
+    any_selected: bool,
+    not_found: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !any_selected {
         warnings.push(
             "no container is selected by the skip/only annotations: only the volume is injected"
                 .to_owned(),
@@ -440,23 +482,17 @@ pub fn mutate(
                 .to_owned(),
         );
     }
+    warnings
+}
 
-    let already_injected = pod_annotations.is_some_and(|a| a.contains_key(annotations::INJECTED));
-    let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
-
-    // The annotation that records what was injected.
-    let hash = injection.hash();
-    let annotation_path = ptr(&["metadata", "annotations", annotations::INJECTED]);
-    match pod_annotations.and_then(|a| a.get(annotations::INJECTED)) {
-        Some(Value::String(h)) if *h == hash => {}
-        Some(_) => ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: annotation_path,
-            value: Value::String(hash),
-        })),
-        None => ops.push(add(annotation_path, Value::String(hash))),
-    }
-
-    // An init container with our name must be ours.
+/// An init container with our name must be ours, and no regular container may have it when
+/// the init container is injected (container names are unique across both lists).
+fn check_container_names(
+    already_injected: bool,
+    regular: &[ContainerRef<'_>],
+    init: &[ContainerRef<'_>],
+    injection: &Injection,
+) -> Result<(), Denial> {
     if !already_injected && init.iter().any(|c| c.name == INIT_CONTAINER_NAME) {
         return Err(Denial(format!(
             "the pod already has an init container named {INIT_CONTAINER_NAME:?} that idaas-projector did not inject; \
@@ -464,9 +500,6 @@ pub fn mutate(
             annotations::M2M_TOKEN
         )));
     }
-
-    // Container names are unique across containers and init containers: a regular container
-    // with the wait container's name would make the patched pod invalid.
     if injection.init_container().is_some() && regular.iter().any(|c| c.name == INIT_CONTAINER_NAME)
     {
         return Err(Denial(format!(
@@ -477,47 +510,50 @@ pub fn mutate(
             annotations::M2M_TOKEN
         )));
     }
+    Ok(())
+}
 
-    // The volume.
+/// The annotation that records what was injected, unless it already says so.
+fn injected_annotation_op(
+    pod_annotations: Option<&Map<String, Value>>,
+    hash: String,
+) -> Option<PatchOperation> {
+    let path = ptr(&["metadata", "annotations", annotations::INJECTED]);
+    match pod_annotations.and_then(|a| a.get(annotations::INJECTED)) {
+        Some(Value::String(h)) if *h == hash => None,
+        Some(_) => Some(PatchOperation::Replace(ReplaceOperation {
+            path,
+            value: Value::String(hash),
+        })),
+        None => Some(add(path, Value::String(hash))),
+    }
+}
+
+/// The token volume, unless the pod has it from an earlier injection; a volume of that name
+/// that is not ours is a denial.
+fn volume_op(
+    spec: &Map<String, Value>,
+    already_injected: bool,
+    injection: &Injection,
+) -> Result<Option<PatchOperation>, Denial> {
     match named(spec.get("volumes"), VOLUME_NAME) {
         Some(existing) => {
             let ours = already_injected && existing.get("projected").is_some();
-            if !ours {
-                return Err(Denial(format!(
+            if ours {
+                Ok(None)
+            } else {
+                Err(Denial(format!(
                     "the pod already has a volume named {VOLUME_NAME:?} that idaas-projector did not inject; \
                      rename that volume or remove the {} annotation",
                     annotations::M2M_TOKEN
-                )));
+                )))
             }
         }
-        None => ops.push(match spec.get("volumes") {
+        None => Ok(Some(match spec.get("volumes") {
             Some(Value::Array(_)) => add(ptr(&["spec", "volumes", "-"]), injection.volume()),
             _ => add(ptr(&["spec", "volumes"]), json!([injection.volume()])),
-        }),
+        })),
     }
-
-    // Mounts and environment of every selected container.
-    let vars = injection.env();
-    for c in regular.iter().chain(user_init()) {
-        if wanted.selection.selects(c.name) {
-            container_ops(c, &vars, &mut ops, &mut warnings)?;
-        }
-    }
-
-    // The init container goes first; inserting at index 0 shifts the others, so it comes last.
-    if let Some(init_container) = injection.init_container()
-        && !init.iter().any(|c| c.name == INIT_CONTAINER_NAME)
-    {
-        ops.push(match spec.get("initContainers") {
-            Some(Value::Array(_)) => add(ptr(&["spec", "initContainers", "0"]), init_container),
-            _ => add(ptr(&["spec", "initContainers"]), json!([init_container])),
-        });
-    }
-
-    Ok(Mutation::Injected {
-        patch: Patch(ops),
-        warnings,
-    })
 }
 
 fn check_selection<'a>(

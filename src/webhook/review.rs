@@ -79,7 +79,8 @@ fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(out, v);
 }
 
-fn one_line(s: &str) -> String {
+/// Runs of white space (serde's messages may hold newlines) as single spaces.
+fn collapse_whitespace(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -89,8 +90,51 @@ pub fn review(
     config: &MutateConfig,
     resolver: &dyn TokenResolver,
 ) -> Result<Answer, BadReview> {
-    let review: Review = serde_json::from_slice(body)
-        .map_err(|e| BadReview(one_line(&format!("malformed AdmissionReview: {e}"))))?;
+    let (api_version, kind, request) = envelope(body)?;
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let object = pod_create(&request);
+    let name = object
+        .and_then(|o| o.get("metadata"))
+        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(request.name.clone())
+        .unwrap_or_default();
+    let decision = match object {
+        None => Ok(Mutation::Skipped),
+        Some(pod) => mutate(pod, request.namespace.as_deref(), config, |token| {
+            resolver.lookup(&namespace, token)
+        }),
+    };
+    // The response is written straight to bytes: the patch is base64-encoded into the output
+    // (its alphabet needs no JSON escaping), with no intermediate JSON tree to build and copy.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    write(&mut out, &api_version);
+    out.extend_from_slice(b",\"kind\":");
+    write(&mut out, &kind);
+    out.extend_from_slice(b",\"response\":{\"uid\":");
+    write(&mut out, &request.uid);
+    let (result, denial) = write_decision(&mut out, decision)?;
+    out.extend_from_slice(b"}}");
+    Ok(Answer {
+        body: out,
+        result,
+        uid: request.uid,
+        namespace,
+        name,
+        denial,
+    })
+}
+
+/// The envelope's `apiVersion`, `kind` and request, or why the body is not an AdmissionReview
+/// this webhook serves.
+fn envelope(body: &[u8]) -> Result<(String, String, Request), BadReview> {
+    let review: Review = serde_json::from_slice(body).map_err(|e| {
+        BadReview(collapse_whitespace(&format!(
+            "malformed AdmissionReview: {e}"
+        )))
+    })?;
     let api_version = review.api_version.unwrap_or_default();
     if api_version != API_VERSION {
         return Err(BadReview(format!(
@@ -111,44 +155,29 @@ pub fn review(
             "malformed AdmissionReview: request.uid is empty".to_owned(),
         ));
     }
+    Ok((api_version, kind, request))
+}
 
-    let namespace = request.namespace.clone().unwrap_or_default();
+/// The pod, when the request creates one (not a subresource, not another kind).
+fn pod_create(request: &Request) -> Option<&Value> {
     let is_pod_create = request
         .kind
         .as_ref()
         .is_some_and(|k| k.group.is_empty() && k.kind == "Pod")
         && request.sub_resource.as_deref().unwrap_or("").is_empty()
         && matches!(request.operation.as_deref(), None | Some("CREATE"));
-    let object = request.object.as_ref().filter(|_| is_pod_create);
-    let name = object
-        .and_then(|o| o.get("metadata"))
-        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or(request.name.clone())
-        .unwrap_or_default();
+    request.object.as_ref().filter(|_| is_pod_create)
+}
 
-    let decision = match object {
-        None => Ok(Mutation::Skipped),
-        Some(pod) => mutate(pod, request.namespace.as_deref(), config, |token| {
-            resolver.lookup(&namespace, token)
-        }),
-    };
-
-    // The response is written straight to bytes: the patch is base64-encoded into the output
-    // (its alphabet needs no JSON escaping), with no intermediate JSON tree to build and copy.
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"apiVersion\":");
-    write(&mut out, &api_version);
-    out.extend_from_slice(b",\"kind\":");
-    write(&mut out, &kind);
-    out.extend_from_slice(b",\"response\":{\"uid\":");
-    write(&mut out, &request.uid);
-    let mut denial = None;
-    let result = match decision {
+/// Writes `allowed` and what goes with it: the base64 patch and warnings, or the denial.
+fn write_decision(
+    out: &mut Vec<u8>,
+    decision: Result<Mutation, Denial>,
+) -> Result<(AdmissionResult, Option<String>), BadReview> {
+    match decision {
         Ok(Mutation::Skipped) => {
             out.extend_from_slice(b",\"allowed\":true");
-            AdmissionResult::skipped
+            Ok((AdmissionResult::skipped, None))
         }
         Ok(Mutation::Injected { patch, warnings }) => {
             out.extend_from_slice(b",\"allowed\":true");
@@ -169,30 +198,19 @@ pub fn review(
             }
             if !warnings.is_empty() {
                 out.extend_from_slice(b",\"warnings\":");
-                write(&mut out, &warnings);
+                write(out, &warnings);
             }
-            AdmissionResult::injected
+            Ok((AdmissionResult::injected, None))
         }
         Err(Denial(message)) => {
             out.extend_from_slice(b",\"allowed\":false,\"status\":");
             write(
-                &mut out,
+                out,
                 &json!({"code": 403, "reason": "Forbidden", "message": message}),
             );
-            denial = Some(message);
-            AdmissionResult::denied
+            Ok((AdmissionResult::denied, Some(message)))
         }
-    };
-    out.extend_from_slice(b"}}");
-    let body = out;
-    Ok(Answer {
-        body,
-        result,
-        uid: request.uid,
-        namespace,
-        name,
-        denial,
-    })
+    }
 }
 
 #[cfg(test)]

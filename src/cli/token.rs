@@ -1,19 +1,17 @@
 //! `token`: fetch one IDaaS M2M token like the IDaaS curl example, or keep a file fresh with
 //! `--out FILE --watch` (the projector for hosts without Kubernetes).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::cli::parse_duration;
+use super::{CommandError, parse_duration};
 use crate::controller::schedule;
-use crate::controller::secret::rfc3339;
-use crate::idaas::{
-    Credential, ErrorClass, FetchedToken, HttpConfig, IdaasClient, RefreshError, TokenRequest,
-};
+use crate::idaas::{Credential, FetchedToken, HttpConfig, IdaasClient, TokenRequest};
+use crate::time::{rfc3339, unix_now};
+use crate::token_file::{keep_fresh, write_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -90,16 +88,13 @@ pub struct TokenArgs {
     pub request_timeout: Duration,
 }
 
-/// Bad usage (exit 2) or a failed call (exit 1).
-pub type TokenCommandError = crate::cli::CommandError;
-
-fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, TokenCommandError> {
+fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, CommandError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        TokenCommandError::Usage(format!("cannot read {what} file {}: {e}", path.display()))
+        CommandError::Usage(format!("cannot read {what} file {}: {e}", path.display()))
     })?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(TokenCommandError::Usage(format!(
+        return Err(CommandError::Usage(format!(
             "{what} file {} is empty",
             path.display()
         )));
@@ -107,18 +102,18 @@ fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, TokenComman
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
-fn request(args: &TokenArgs) -> Result<TokenRequest, TokenCommandError> {
+fn request(args: &TokenArgs) -> Result<TokenRequest, CommandError> {
     let age = args.max_token_age;
     if age < Duration::from_secs(3600) || age > Duration::from_secs(168 * 3600) {
-        return Err(TokenCommandError::Usage(
+        return Err(CommandError::Usage(
             "--max-token-age must be between 1h and 168h".to_owned(),
         ));
     }
-    let secret = || -> Result<SecretString, TokenCommandError> {
+    let secret = || -> Result<SecretString, CommandError> {
         match (&args.client_secret_file, &args.client_secret) {
             (Some(path), _) => read_secret_file(path, "client secret"),
             (None, Some(s)) if !s.trim().is_empty() => Ok(SecretString::from(s.trim().to_owned())),
-            _ => Err(TokenCommandError::Usage(
+            _ => Err(CommandError::Usage(
                 "a client secret is needed: --client-secret-file FILE or IDAAS_PROJECTOR_CLIENT_SECRET"
                     .to_owned(),
             )),
@@ -133,7 +128,7 @@ fn request(args: &TokenArgs) -> Result<TokenRequest, TokenCommandError> {
         },
         AuthMethod::PrivateKeyJwt => {
             let path = args.private_key_file.as_ref().ok_or_else(|| {
-                TokenCommandError::Usage(
+                CommandError::Usage(
                     "--auth-method private_key_jwt needs --private-key-file".to_owned(),
                 )
             })?;
@@ -154,34 +149,6 @@ fn request(args: &TokenArgs) -> Result<TokenRequest, TokenCommandError> {
     })
 }
 
-/// Writes `contents` to `path` atomically (a temporary file in the same directory, mode 0600,
-/// renamed over the target), so readers never see a partial or empty file.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "token".to_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn summary(t: &FetchedToken, max_age: i64) -> String {
     let c = &t.claims;
     let p = schedule::plan(c.iat, c.exp, max_age, 0.0);
@@ -200,25 +167,25 @@ fn summary(t: &FetchedToken, max_age: i64) -> String {
 }
 
 /// Runs `token`.
-pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
+pub async fn run(args: TokenArgs) -> Result<(), CommandError> {
     let req = request(&args)?;
     let client = IdaasClient::new(&HttpConfig {
         connect_timeout: args.connect_timeout,
         timeout: args.request_timeout,
         ca_file: args.ca_file.clone(),
     })
-    .map_err(|e| TokenCommandError::Usage(e.to_string()))?;
+    .map_err(|e| CommandError::Usage(e.to_string()))?;
     let max_age = args.max_token_age.as_secs() as i64;
 
     if !args.watch {
         let t = client
-            .fetch_token(&req, crate::unix_now())
+            .fetch_token(&req, unix_now())
             .await
-            .map_err(|e| TokenCommandError::Failed(describe(&e)))?;
+            .map_err(|e| CommandError::Failed(e.to_string()))?;
         println!("{}", summary(&t, max_age));
         if let Some(out) = &args.out {
             write_atomically(out, t.token.expose_secret().as_bytes()).map_err(|e| {
-                TokenCommandError::Failed(format!("cannot write {}: {e}", out.display()))
+                CommandError::Failed(format!("cannot write {}: {e}", out.display()))
             })?;
             println!("written: {}", out.display());
         }
@@ -234,74 +201,8 @@ pub async fn run(args: TokenArgs) -> Result<(), TokenCommandError> {
         &req,
         &out,
         schedule::Backoff::DEFAULT,
-        crate::webhook::shutdown_signal(),
+        crate::process::shutdown_signal(),
     )
     .await;
     Ok(())
-}
-
-/// Keeps `out` holding a fresh token by the projector's refresh rule until `stop` resolves,
-/// waiting after failures as `backoff` says ([`schedule::Backoff::DEFAULT`] outside of tests).
-/// A failure never touches the file: it is replaced atomically, only by a checked token.
-pub async fn keep_fresh(
-    client: &IdaasClient,
-    req: &TokenRequest,
-    out: &Path,
-    backoff: schedule::Backoff,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let max_age = req.max_token_age.as_secs() as i64;
-    let mut attempts = 0u32;
-    let mut deadline: Option<i64> = None;
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let now = crate::unix_now();
-        let wait = match client.fetch_token(req, now).await {
-            Ok(t) => {
-                attempts = 0;
-                let c = &t.claims;
-                let p = schedule::plan(c.iat, c.exp, max_age, fastrand::f64());
-                match write_atomically(out, t.token.expose_secret().as_bytes()) {
-                    Ok(()) => {
-                        deadline = Some(p.deadline);
-                        tracing::info!(file = %out.display(), sub = c.sub.as_deref().unwrap_or("-"),
-                            expires = %rfc3339(c.exp), refresh_at = %rfc3339(p.refresh_at), "token written");
-                        Duration::from_secs((p.refresh_at - crate::unix_now()).max(1) as u64)
-                    }
-                    Err(e) => {
-                        tracing::error!(file = %out.display(), error = %e, "cannot write the token file");
-                        attempts += 1;
-                        backoff.retry_delay(attempts - 1, fastrand::f64(), None, now, deadline)
-                    }
-                }
-            }
-            Err(e) => {
-                let permanent =
-                    matches!(&e, RefreshError::Fetch(f) if f.class == ErrorClass::Permanent);
-                let retry_after = match &e {
-                    RefreshError::Fetch(f) => f.retry_after,
-                    RefreshError::Rejected(_) => None,
-                };
-                let delay = if permanent {
-                    backoff.cap
-                } else {
-                    backoff.retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
-                };
-                attempts = attempts.saturating_add(1);
-                tracing::warn!(error = %describe(&e), retry_in = ?delay, "token refresh failed; the file is left as it is");
-                delay
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {},
-            () = &mut stop => return,
-        }
-    }
-}
-
-fn describe(e: &RefreshError) -> String {
-    match e {
-        RefreshError::Fetch(f) => f.to_string(),
-        RefreshError::Rejected(c) => format!("token rejected ({}): {c}", c.ram_code()),
-    }
 }

@@ -5,33 +5,24 @@
 //!
 //! The token itself is never printed or logged.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use clap::Args;
 use serde_json::{Value, json};
 
-use crate::cli::parse_duration;
+use super::{CommandError, OutputFormat, parse_duration};
+use crate::http::{Timeouts, error_chain};
 use crate::idaas::jwt::{self, TokenClaims};
-use crate::webhook::annotations::{
-    is_region_id, is_session_name, validate_oidc_provider_arn, validate_role_arn,
+use crate::ram::names::{
+    MAX_SESSION_DURATION_SECS, MIN_SESSION_DURATION_SECS, is_region_id, is_session_name,
+    validate_oidc_provider_arn, validate_role_arn,
 };
+use crate::ram::{STS_ACTION, STS_VERSION, code};
+use crate::time::{rfc3339, unix_now};
 
 /// The public STS endpoint.
 pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.aliyuncs.com";
-/// The API version of AssumeRoleWithOIDC.
-pub const STS_VERSION: &str = "2015-04-01";
-/// RAM's `DurationSeconds` range.
-pub const MIN_DURATION: u64 = 900;
-pub const MAX_DURATION: u64 = 43_200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub struct AssumeRoleArgs {
@@ -78,21 +69,18 @@ pub struct AssumeRoleArgs {
         value_enum,
         default_value = "text"
     )]
-    pub output: Output,
+    pub output: OutputFormat,
     /// Total timeout of the call.
     #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
-/// Bad usage (exit 2) or a failed call (exit 1).
-pub type AssumeRoleError = crate::cli::CommandError;
-
-fn usage(m: impl Into<String>) -> AssumeRoleError {
-    AssumeRoleError::Usage(m.into())
+fn usage(m: impl Into<String>) -> CommandError {
+    CommandError::Usage(m.into())
 }
 
 /// The STS endpoint the flags select.
-pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, AssumeRoleError> {
+pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, CommandError> {
     let raw = match (&args.sts_endpoint, &args.sts_region) {
         (Some(e), _) if !e.trim().is_empty() => e.trim().to_owned(),
         (_, Some(region)) if !region.trim().is_empty() => {
@@ -122,32 +110,17 @@ pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, AssumeRoleError> {
     Ok(url.to_string())
 }
 
-fn http_client(args: &AssumeRoleArgs) -> Result<reqwest::Client, AssumeRoleError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5).min(args.request_timeout))
-        .timeout(args.request_timeout)
-        .user_agent(crate::idaas::client::USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &args.ca_file {
-        builder = builder.tls_certs_merge(load_ca_file(path)?);
-    }
-    builder
-        .build()
-        .map_err(|e| AssumeRoleError::Failed(format!("cannot build the HTTP client: {e}")))
-}
-
-fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, AssumeRoleError> {
-    let bad = |what: String| usage(format!("--ca-file {}: {what}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| bad(format!("bad PEM: {e}")))?;
-        certs.push(reqwest::Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?);
-    }
-    if certs.is_empty() {
-        return Err(bad("no PEM CERTIFICATE block".to_owned()));
-    }
-    Ok(certs)
+fn http_client(args: &AssumeRoleArgs) -> Result<reqwest::Client, CommandError> {
+    let roots = match &args.ca_file {
+        Some(path) => crate::http::load_ca_file(path).map_err(usage)?,
+        None => Vec::new(),
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5).min(args.request_timeout),
+        request: args.request_timeout,
+    };
+    crate::http::client(timeouts, &roots)
+        .map_err(|e| CommandError::Failed(format!("cannot build the HTTP client: {e}")))
 }
 
 /// `STS.NT***`: the first six characters and a mark.
@@ -164,7 +137,7 @@ struct Call {
     claims: Option<TokenClaims>,
 }
 
-fn prepare(args: &AssumeRoleArgs) -> Result<Call, AssumeRoleError> {
+fn prepare(args: &AssumeRoleArgs) -> Result<Call, CommandError> {
     validate_role_arn(&args.role_arn)
         .map_err(|why| usage(format!("--role-arn {:?}: {why}", args.role_arn)))?;
     validate_oidc_provider_arn(&args.oidc_provider_arn).map_err(|why| {
@@ -173,15 +146,15 @@ fn prepare(args: &AssumeRoleArgs) -> Result<Call, AssumeRoleError> {
             args.oidc_provider_arn
         ))
     })?;
-    if !(MIN_DURATION..=MAX_DURATION).contains(&args.duration) {
+    if !(MIN_SESSION_DURATION_SECS..=MAX_SESSION_DURATION_SECS).contains(&args.duration) {
         return Err(usage(format!(
-            "--duration {} must be between {MIN_DURATION} and {MAX_DURATION} seconds",
+            "--duration {} must be between {MIN_SESSION_DURATION_SECS} and {MAX_SESSION_DURATION_SECS} seconds",
             args.duration
         )));
     }
     let session = match &args.session_name {
         Some(s) => s.clone(),
-        None => format!("idaas-projector-{}", crate::unix_now()),
+        None => format!("idaas-projector-{}", unix_now()),
     };
     if !is_session_name(&session) {
         return Err(usage(format!(
@@ -213,14 +186,14 @@ fn prepare(args: &AssumeRoleArgs) -> Result<Call, AssumeRoleError> {
 }
 
 /// Runs the command: prints the result on stdout, or returns the explanation.
-pub async fn run(args: AssumeRoleArgs) -> Result<(), AssumeRoleError> {
+pub async fn run(args: AssumeRoleArgs) -> Result<(), CommandError> {
     let call = prepare(&args)?;
     let client = http_client(&args)?;
     let nonce = format!("{:032x}", fastrand::u128(..));
-    let timestamp = crate::controller::secret::rfc3339(crate::unix_now());
+    let timestamp = rfc3339(unix_now());
     let duration = args.duration.to_string();
     let form: [(&str, &str); 10] = [
-        ("Action", "AssumeRoleWithOIDC"),
+        ("Action", STS_ACTION),
         ("Version", STS_VERSION),
         ("Format", "JSON"),
         ("Timestamp", &timestamp),
@@ -239,7 +212,7 @@ pub async fn run(args: AssumeRoleArgs) -> Result<(), AssumeRoleError> {
         .send()
         .await
         .map_err(|e| {
-            AssumeRoleError::Failed(format!(
+            CommandError::Failed(format!(
                 "cannot reach STS at {}: {}",
                 call.endpoint,
                 error_chain(&e)
@@ -247,7 +220,7 @@ pub async fn run(args: AssumeRoleArgs) -> Result<(), AssumeRoleError> {
         })?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| {
-        AssumeRoleError::Failed(format!(
+        CommandError::Failed(format!(
             "STS at {} answered HTTP {status} but the body could not be read: {}",
             call.endpoint,
             error_chain(&e)
@@ -256,34 +229,54 @@ pub async fn run(args: AssumeRoleArgs) -> Result<(), AssumeRoleError> {
     let value: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
         let Some(err) = value.filter(|v| v.get("Code").is_some()) else {
-            return Err(AssumeRoleError::Failed(format!(
+            return Err(CommandError::Failed(format!(
                 "STS at {} answered HTTP {status} without an error code (is this an STS endpoint?)",
                 call.endpoint
             )));
         };
-        let code = err["Code"].as_str().unwrap_or_default();
-        let message = err["Message"].as_str().unwrap_or_default();
-        let request_id = err["RequestId"].as_str().unwrap_or("-");
-        let fix = explain(code, message, &args, call.claims.as_ref(), &err);
-        if args.output == Output::Json {
-            println!(
-                "{}",
-                json!({"error": {"httpStatus": status.as_u16(), "code": code, "message": message,
-                    "requestId": request_id, "explanation": fix}})
-            );
-        }
-        return Err(AssumeRoleError::Failed(format!(
-            "STS refused AssumeRoleWithOIDC: {code} ({message}); request ID {request_id}\n{fix}"
-        )));
+        return Err(refusal(status, &err, &args, &call));
     }
     let Some(mut answer) = value.filter(|v| v.get("Credentials").is_some()) else {
-        return Err(AssumeRoleError::Failed(format!(
+        return Err(CommandError::Failed(format!(
             "STS at {} answered HTTP {status} without credentials (is this an STS endpoint?)",
             call.endpoint
         )));
     };
     print_answer(&mut answer, &args);
     Ok(())
+}
+
+/// STS's error answer, explained; printed as JSON too with `--output json`.
+fn refusal(
+    status: reqwest::StatusCode,
+    err: &Value,
+    args: &AssumeRoleArgs,
+    call: &Call,
+) -> CommandError {
+    let error_code = err["Code"].as_str().unwrap_or_default();
+    let message = err["Message"].as_str().unwrap_or_default();
+    let request_id = err["RequestId"].as_str().unwrap_or("-");
+    let fix = code::explain(
+        error_code,
+        message,
+        &code::Call {
+            role_arn: &args.role_arn,
+            oidc_provider_arn: &args.oidc_provider_arn,
+            duration_secs: args.duration,
+        },
+        call.claims.as_ref(),
+        err.get("Recommend").and_then(Value::as_str),
+    );
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            json!({"error": {"httpStatus": status.as_u16(), "code": error_code, "message": message,
+                "requestId": request_id, "explanation": fix}})
+        );
+    }
+    CommandError::Failed(format!(
+        "STS refused AssumeRoleWithOIDC: {error_code} ({message}); request ID {request_id}\n{fix}"
+    ))
 }
 
 fn print_answer(answer: &mut Value, args: &AssumeRoleArgs) {
@@ -294,7 +287,7 @@ fn print_answer(answer: &mut Value, args: &AssumeRoleArgs) {
     } else {
         mask(&key_id)
     };
-    if args.output == Output::Json {
+    if args.output == OutputFormat::Json {
         if let Some(c) = answer["Credentials"].as_object_mut() {
             c.insert("AccessKeyId".into(), Value::String(shown_key));
             if !args.show_secrets {
@@ -323,125 +316,6 @@ fn print_answer(answer: &mut Value, args: &AssumeRoleArgs) {
     } else {
         println!("(AccessKeySecret and SecurityToken hidden; --show-secrets prints them)");
     }
-}
-
-/// A plain explanation of an STS error code, with the fix.
-pub fn explain(
-    code: &str,
-    message: &str,
-    args: &AssumeRoleArgs,
-    claims: Option<&TokenClaims>,
-    err: &Value,
-) -> String {
-    let aud = claims
-        .map(|c| c.aud.join(", "))
-        .unwrap_or_else(|| "<unreadable>".to_owned());
-    let iss = claims
-        .map(|c| c.iss.clone())
-        .unwrap_or_else(|| "<unreadable>".to_owned());
-    let at = |t: Option<i64>| {
-        t.map(crate::controller::secret::rfc3339)
-            .unwrap_or_else(|| "<unreadable>".to_owned())
-    };
-    match code {
-        "AuthenticationFail.OIDCToken.AudienceNotMatch" => format!(
-            "The token's aud ({aud}) is not among the OIDC provider's Client IDs. Add {aud} to the \
-             Client IDs of {} in RAM, or fix spec.audience (token --audience) so the token carries \
-             one of the provider's Client IDs.",
-            args.oidc_provider_arn
-        ),
-        "AuthenticationFail.OIDCToken.IssuerNotMatch" => format!(
-            "The token's iss ({iss}) is not the OIDC provider's Issuer URL. Set the Issuer URL of {} \
-             in RAM to exactly {iss} (a trailing slash counts), or fix spec.issuer.",
-            args.oidc_provider_arn
-        ),
-        "AuthenticationFail.OIDCToken.Expired" => format!(
-            "The token expired at {}. Fetch a fresh one: is the projector running and keeping the \
-             Secret current, and does the pod read the mounted file each time (not a copy)?",
-            at(claims.map(|c| c.exp))
-        ),
-        "AuthenticationFail.OIDCToken.IssueTimeInvalid" => format!(
-            "The token was issued at {}, longer ago than the OIDC provider's Earliest Issuance Time \
-             Allowed (or in the future: check the clocks). Set spec.maxTokenAge (token \
-             --max-token-age) no longer than the provider's limit, or raise the limit in RAM.",
-            at(claims.map(|c| c.iat))
-        ),
-        "AuthenticationFail.OIDCToken.InvalidSignature" => format!(
-            "The token's signature does not verify against the keys RAM fetched from the issuer \
-             {iss}. Check that the provider's Issuer URL is the issuer that signed the token and \
-             that its fingerprint is current (idaas-projector fingerprint {iss}); a just-rotated \
-             key needs a fresh token."
-        ),
-        "AuthenticationFail.OIDCToken.HttpsUrlInvalid" => format!(
-            "RAM could not fetch the issuer's keys over HTTPS: the certificate chain of {iss} does \
-             not match the OIDC provider's fingerprints. Run idaas-projector fingerprint {iss} and \
-             add the marked fingerprint to {} in RAM.",
-            args.oidc_provider_arn
-        ),
-        "AuthenticationFail.OIDCToken.Invalid" => "RAM cannot use the token: it is not a JWT, \
-             or it is signed with HS* (RAM accepts RS*, PS* and ES* only). The file must hold only \
-             the raw JWT; idaas-projector check --token-file FILE says what is wrong."
-            .to_owned(),
-        "AuthenticationFail.NoPermission" if message.contains("OIDC Provider") => format!(
-            "RAM has no OIDC provider {}. Check --oidc-provider-arn (acs:ram::<account \
-             id>:oidc-provider/<name>, as the RAM console shows it) and that it is in the role's \
-             account.",
-            args.oidc_provider_arn
-        ),
-        "AuthenticationFail.NoPermission" => format!(
-            "RAM refused to let this token assume {}. Check that the role exists (--role-arn), that \
-             the OIDC provider {} belongs to the same account, and that the role's trust policy \
-             names that provider as its Federated principal with conditions (oidc:iss, oidc:aud, \
-             oidc:sub) that this token meets.",
-            args.role_arn, args.oidc_provider_arn
-        ),
-        "InvalidParameter.DurationSeconds" => format!(
-            "--duration {} is outside 900 s .. the role's maximum session duration. Lower \
-             --duration or raise the role's MaxSessionDuration in RAM.",
-            args.duration
-        ),
-        "InvalidParameter.RoleSessionName" => {
-            "The session name must be 2 to 64 characters of A-Z a-z 0-9 . @ _ -; fix \
-             --session-name."
-                .to_owned()
-        }
-        "InvalidParameter.RoleArn" => format!(
-            "STS rejects the role ARN {}; it must look like acs:ram::<account id>:role/<name>.",
-            args.role_arn
-        ),
-        "InvalidParameter.OIDCProviderArn" => format!(
-            "STS rejects the OIDC provider ARN {}; it must look like acs:ram::<account \
-             id>:oidc-provider/<name>.",
-            args.oidc_provider_arn
-        ),
-        "Throttling" | "Throttling.User" | "Throttling.Api" => {
-            "STS is throttling this caller; retry later and reuse credentials until they \
-             expire instead of calling STS for each request."
-                .to_owned()
-        }
-        c if c.starts_with("Missing") => format!(
-            "STS did not receive a required parameter ({c}); a proxy between here and {} may have \
-             dropped the request body.",
-            "STS"
-        ),
-        _ => match err.get("Recommend").and_then(Value::as_str) {
-            Some(link) => format!("See {link} for this error code."),
-            None => "See Alibaba Cloud's STS error code reference for this code.".to_owned(),
-        },
-    }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(err) = next {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -9,31 +9,16 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::parse_duration;
-use crate::controller::secret::rfc3339;
-use crate::fingerprint::{CommandError, OutputFormat};
-use crate::idaas::jwt::{self, ACCEPTED_ALGORITHMS};
-use crate::idaas::{CheckError, HttpConfig, IdaasClient, TokenClaims};
+use super::{CommandError, OutputFormat, parse_duration};
+use crate::http::display_url;
+use crate::idaas::jwt;
+use crate::idaas::{HttpConfig, IdaasClient, TokenClaims};
+use crate::ram::claims::{ACCEPTED_ALGORITHMS, CHECKS, Check, IAT_LEEWAY_SECS, Outcome, Rules};
+use crate::ram::code;
+use crate::time::{rfc3339, unix_now};
 
 /// RAM's limit on the client IDs of one OIDC identity provider.
 pub const MAX_CLIENT_IDS: usize = 50;
-/// Clock skew allowed for an `iat` in the future.
-const LEEWAY_SECS: i64 = 60;
-
-const INVALID: &str = "AuthenticationFail.OIDCToken.Invalid";
-const ISSUER_NOT_MATCH: &str = "AuthenticationFail.OIDCToken.IssuerNotMatch";
-const AUDIENCE_NOT_MATCH: &str = "AuthenticationFail.OIDCToken.AudienceNotMatch";
-const EXPIRED: &str = "AuthenticationFail.OIDCToken.Expired";
-const INVALID_SIGNATURE: &str = "AuthenticationFail.OIDCToken.InvalidSignature";
-
-fn issue_time_code() -> &'static str {
-    CheckError::IssuedTooLongAgo {
-        iat: 0,
-        limit_secs: 0,
-    }
-    .ram_code()
-}
-
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The token file (as an SDK reads it; surrounding whitespace is ignored).
@@ -75,26 +60,6 @@ pub struct CheckArgs {
     pub request_timeout: Duration,
 }
 
-/// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Pass,
-    Fail,
-    /// Not run: a flag was not given or an earlier check makes it meaningless.
-    Skipped,
-    /// Could not be run although RAM will run it (the signature, when no JWKS was available).
-    Warning,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub ram_code: &'static str,
-    pub result: Outcome,
-    pub detail: String,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenSummary {
     pub alg: String,
@@ -113,153 +78,6 @@ pub struct Report {
     pub ok: bool,
 }
 
-fn check(name: &'static str, ram_code: &'static str, result: Outcome, detail: String) -> Check {
-    Check {
-        name,
-        ram_code,
-        result,
-        detail,
-    }
-}
-
-/// The claim checks, pure: `now` in Unix seconds.
-pub fn claim_checks(
-    claims: &TokenClaims,
-    issuer: Option<&str>,
-    client_ids: &[String],
-    limit_secs: u64,
-    now: i64,
-) -> Vec<Check> {
-    let mut out = Vec::new();
-    out.push(if ACCEPTED_ALGORITHMS.contains(&claims.alg.as_str()) {
-        check(
-            "algorithm",
-            INVALID,
-            Outcome::Pass,
-            format!("alg {} is asymmetric", claims.alg),
-        )
-    } else {
-        check(
-            "algorithm",
-            INVALID,
-            Outcome::Fail,
-            CheckError::SymmetricAlgorithm(claims.alg.clone()).to_string(),
-        )
-    });
-    out.push(match issuer {
-        None => check(
-            "issuer",
-            ISSUER_NOT_MATCH,
-            Outcome::Skipped,
-            format!(
-                "no --issuer given (the token's iss is {:?}; RAM compares it with the IdP's issuer URL)",
-                claims.iss
-            ),
-        ),
-        Some(want) if claims.iss == want => check(
-            "issuer",
-            ISSUER_NOT_MATCH,
-            Outcome::Pass,
-            format!("iss equals {want:?}"),
-        ),
-        Some(want) => check(
-            "issuer",
-            ISSUER_NOT_MATCH,
-            Outcome::Fail,
-            CheckError::IssuerNotMatch {
-                got: claims.iss.clone(),
-                want: want.to_owned(),
-            }
-            .to_string(),
-        ),
-    });
-    out.push(if client_ids.is_empty() {
-        check(
-            "audience",
-            AUDIENCE_NOT_MATCH,
-            Outcome::Skipped,
-            format!(
-                "no --client-id given (the token's aud is {:?}; RAM requires one of the IdP's client IDs)",
-                claims.aud
-            ),
-        )
-    } else if let Some(a) = claims.aud.iter().find(|a| client_ids.contains(a)) {
-        check(
-            "audience",
-            AUDIENCE_NOT_MATCH,
-            Outcome::Pass,
-            format!("aud contains the client ID {a:?}"),
-        )
-    } else {
-        check(
-            "audience",
-            AUDIENCE_NOT_MATCH,
-            Outcome::Fail,
-            format!(
-                "aud {:?} contains none of the client IDs {:?}",
-                claims.aud, client_ids
-            ),
-        )
-    });
-    let (now128, iat, exp) = (now as i128, claims.iat as i128, claims.exp as i128);
-    out.push(if exp <= now128 {
-        check(
-            "expiry",
-            EXPIRED,
-            Outcome::Fail,
-            format!(
-                "the token expired at {} ({} s ago)",
-                rfc3339(claims.exp),
-                now128 - exp
-            ),
-        )
-    } else {
-        check(
-            "expiry",
-            EXPIRED,
-            Outcome::Pass,
-            format!("expires at {} (in {} s)", rfc3339(claims.exp), exp - now128),
-        )
-    });
-    out.push(if iat > now128 + LEEWAY_SECS as i128 {
-        check(
-            "issuance_time",
-            issue_time_code(),
-            Outcome::Fail,
-            format!(
-                "iat {} is {} s in the future (more than {LEEWAY_SECS} s of clock skew)",
-                rfc3339(claims.iat),
-                iat - now128
-            ),
-        )
-    } else if now128 - iat > limit_secs as i128 {
-        check(
-            "issuance_time",
-            issue_time_code(),
-            Outcome::Fail,
-            format!(
-                "issued at {} ({} s ago), longer ago than the issuance limit of {} s; fetch a new token",
-                rfc3339(claims.iat),
-                now128 - iat,
-                limit_secs
-            ),
-        )
-    } else {
-        check(
-            "issuance_time",
-            issue_time_code(),
-            Outcome::Pass,
-            format!(
-                "issued at {} ({} s ago), within the issuance limit of {} s",
-                rfc3339(claims.iat),
-                (now128 - iat).max(0),
-                limit_secs
-            ),
-        )
-    });
-    out
-}
-
 /// The signature check: JWKS from --jwks-uri, else discovery of the issuer.
 async fn signature_check(
     args: &CheckArgs,
@@ -267,9 +85,9 @@ async fn signature_check(
     claims: &TokenClaims,
 ) -> Result<Check, CommandError> {
     if !ACCEPTED_ALGORITHMS.contains(&claims.alg.as_str()) {
-        return Ok(check(
+        return Ok(Check::new(
             "signature",
-            INVALID_SIGNATURE,
+            code::INVALID_SIGNATURE,
             Outcome::Skipped,
             format!(
                 "alg {} is not accepted, so no key can verify it",
@@ -284,9 +102,9 @@ async fn signature_check(
     })
     .map_err(|e| CommandError::Usage(e.to_string()))?;
     let not_checked = |why: String| {
-        Ok(check(
+        Ok(Check::new(
             "signature",
-            INVALID_SIGNATURE,
+            code::INVALID_SIGNATURE,
             Outcome::Warning,
             format!("signature not checked: {why}"),
         ))
@@ -310,19 +128,19 @@ async fn signature_check(
             }
         }
     };
-    let shown = crate::idaas::client::display_url(&jwks_uri);
+    let shown = display_url(&jwks_uri);
     match client.jwks(&jwks_uri).await {
         Ok(Some(set)) => Ok(match jwt::verify_signature(token, &set) {
-            Ok(()) => check(
+            Ok(()) => Check::new(
                 "signature",
-                INVALID_SIGNATURE,
+                code::INVALID_SIGNATURE,
                 Outcome::Pass,
                 format!(
                     "verified with kid {} of the JWKS at {shown} (from {source})",
                     claims.kid.as_deref().unwrap_or("(none)")
                 ),
             ),
-            Err(e) => check(
+            Err(e) => Check::new(
                 "signature",
                 e.ram_code(),
                 Outcome::Fail,
@@ -339,42 +157,39 @@ pub async fn evaluate(args: &CheckArgs, token: &str, now: i64) -> Result<Report,
     let claims = match jwt::decode_unverified(token) {
         Ok(c) => c,
         Err(e) => {
-            let skipped = |name, code: &'static str| {
-                check(
-                    name,
-                    code,
-                    Outcome::Skipped,
-                    "the token could not be decoded".to_owned(),
-                )
-            };
+            // The first check failed; the others cannot run.
+            let checks = CHECKS
+                .iter()
+                .map(|&(name, ram_code)| match name {
+                    "jwt" => Check::new(name, ram_code, Outcome::Fail, e.to_string()),
+                    _ => Check::new(
+                        name,
+                        ram_code,
+                        Outcome::Skipped,
+                        "the token could not be decoded".to_owned(),
+                    ),
+                })
+                .collect();
             return Ok(Report {
                 token: None,
-                checks: vec![
-                    check("jwt", INVALID, Outcome::Fail, e.to_string()),
-                    skipped("algorithm", INVALID),
-                    skipped("issuer", ISSUER_NOT_MATCH),
-                    skipped("audience", AUDIENCE_NOT_MATCH),
-                    skipped("expiry", EXPIRED),
-                    skipped("issuance_time", issue_time_code()),
-                    skipped("signature", INVALID_SIGNATURE),
-                ],
+                checks,
                 ok: false,
             });
         }
     };
-    let mut checks = vec![check(
+    let mut checks = vec![Check::new(
         "jwt",
-        INVALID,
+        code::INVALID,
         Outcome::Pass,
         "three base64url parts with a JSON header and payload".to_owned(),
     )];
-    checks.extend(claim_checks(
-        &claims,
-        args.issuer.as_deref(),
-        &args.client_ids,
-        args.issuance_limit.as_secs(),
-        now,
-    ));
+    let rules = Rules {
+        issuer: args.issuer.as_deref(),
+        audiences: &args.client_ids,
+        issuance_limit_secs: args.issuance_limit.as_secs(),
+        leeway_secs: IAT_LEEWAY_SECS,
+    };
+    checks.extend(crate::ram::claim_checks(&claims, &rules, now));
     checks.push(signature_check(args, token, &claims).await?);
     let ok = !checks.iter().any(|c| c.result == Outcome::Fail);
     Ok(Report {
@@ -475,7 +290,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CommandError> {
             args.token_file.display()
         ))
     })?;
-    let report = evaluate(&args, text.trim(), crate::controller::reconcile::unix_now()).await?;
+    let report = evaluate(&args, text.trim(), unix_now()).await?;
     match args.output {
         OutputFormat::Text => print_text(&report),
         OutputFormat::Json => println!(
@@ -489,46 +304,5 @@ pub async fn run(args: CheckArgs) -> Result<(), CommandError> {
         Err(CommandError::Failed(
             "the token fails RAM's checks".to_owned(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims() -> TokenClaims {
-        TokenClaims {
-            alg: "RS256".into(),
-            kid: Some("k".into()),
-            iss: "https://i".into(),
-            sub: None,
-            aud: vec!["a".into()],
-            iat: 1000,
-            exp: 5000,
-        }
-    }
-
-    #[test]
-    fn every_claim_check_reports() {
-        let c = claim_checks(&claims(), Some("https://i"), &["a".into()], 3600, 2000);
-        assert!(c.iter().all(|c| c.result == Outcome::Pass), "{c:?}");
-        let c = claim_checks(&claims(), None, &[], 3600, 2000);
-        assert_eq!(c[1].result, Outcome::Skipped);
-        assert_eq!(c[2].result, Outcome::Skipped);
-        let c = claim_checks(&claims(), Some("x"), &["b".into()], 600, 6000);
-        let failed: Vec<_> = c
-            .iter()
-            .filter(|c| c.result == Outcome::Fail)
-            .map(|c| c.ram_code)
-            .collect();
-        assert_eq!(
-            failed,
-            [
-                ISSUER_NOT_MATCH,
-                AUDIENCE_NOT_MATCH,
-                EXPIRED,
-                "AuthenticationFail.OIDCToken.IssueTimeInvalid"
-            ]
-        );
     }
 }

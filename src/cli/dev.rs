@@ -9,17 +9,20 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
+use super::{CommandError, parse_duration};
 use crate::admin::{self, Readiness};
-use crate::cli::parse_duration;
 use crate::controller::schedule::Backoff;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use crate::emulator::sts::{StsConfig, StsEmulator};
 use crate::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest};
 use crate::metrics::Metrics;
-use crate::token_command::{keep_fresh, write_atomically};
+use crate::time::{format_duration, unix_now};
+use crate::token_file::{keep_fresh, write_atomically};
 use crate::webhook::mutate::MutateConfig;
 use crate::webhook::review::Standalone;
 use crate::webhook::{certs, server, tls};
@@ -64,39 +67,104 @@ pub struct DevArgs {
     pub sts_listen: SocketAddr,
 }
 
-/// Why `dev` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DevError {
-    #[error("{0}")]
-    Start(String),
-}
-
-fn err(what: &str, detail: impl std::fmt::Display) -> DevError {
-    DevError::Start(format!("{what}: {detail}"))
+fn err(what: &str, detail: impl std::fmt::Display) -> CommandError {
+    CommandError::Failed(format!("{what}: {detail}"))
 }
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
+type Stop = Shared<BoxFuture<'static, ()>>;
+
 /// Runs `dev` until Ctrl-C or SIGTERM.
-pub async fn run(args: DevArgs) -> Result<(), DevError> {
+pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     std::fs::create_dir_all(&args.dir).map_err(|x| err("cannot create --dir", x))?;
-    if args.token_lifetime < Duration::from_secs(180) {
+    warn_if_too_short(args.token_lifetime);
+    let dir = absolute(&args.dir);
+    let client_secret = format!("dev-{:032x}", fastrand::u128(..));
+    let (idaas, sts) = start_emulators(&args, &client_secret).await?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_caches_synced();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop: Stop = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }
+    .boxed()
+    .shared();
+    let ca_file = dir.join("ca.pem");
+    let webhook = start_webhook(&args, &sts, &ca_file, &metrics, &readiness)?;
+    let admin_listener = admin::bind(args.admin_listen)
+        .await
+        .map_err(|x| err("admin server", format!("{} ({x})", args.admin_listen)))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|x| err("admin server", x))?;
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        readiness.clone(),
+        stop.clone(),
+    ));
+    let token_file = dir.join("token");
+    let projector = start_projector(&idaas, client_secret, &token_file, stop.clone())?;
+    let info = json!({
+        "issuer": idaas.issuer(),
+        "token_endpoint": idaas.token_endpoint(),
+        "jwks_uri": idaas.jwks_uri(),
+        "client_id": CLIENT_ID,
+        "audience": AUDIENCE,
+        "sts_endpoint": sts.endpoint(),
+        "role_arn": sts.role_arn(ROLE),
+        "oidc_provider_arn": sts.oidc_provider_arn(),
+        "token_file": token_file,
+        "webhook": format!("https://localhost:{}/mutate", webhook.addr.port()),
+        "ca_file": ca_file,
+        "admin": format!("http://{admin_addr}"),
+    });
+    let info_file = dir.join("dev.json");
+    let info_text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
+    write_atomically(&info_file, info_text.as_bytes()).map_err(|x| err("dev.json", x))?;
+    print_banner(&info, &info_file, args.token_lifetime);
+
+    crate::process::shutdown_signal().await;
+    tracing::info!("stopping");
+    readiness.set_shutting_down();
+    let _ = stop_tx.send(true);
+    webhook
+        .handle
+        .graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = webhook.task.await;
+    let _ = projector.await;
+    let _ = admin_task.await;
+    idaas.shutdown();
+    sts.shutdown();
+    Ok(())
+}
+
+/// wait-for-token wants a token valid for more than 60 s after the wait.
+fn warn_if_too_short(lifetime: Duration) {
+    if lifetime < Duration::from_secs(180) {
         tracing::warn!(
-            lifetime = %humantime::format_duration(args.token_lifetime),
+            lifetime = %format_duration(lifetime),
             "wait-for-token wants a token valid for more than 60 s: with tokens this short it \
              waits through the last part of each token's life until the next refresh"
         );
     }
-    let dir = absolute(&args.dir);
-    let client_secret = format!("dev-{:032x}", fastrand::u128(..));
+}
 
+/// The IDaaS emulator with the dev client application, and the STS emulator trusting it.
+async fn start_emulators(
+    args: &DevArgs,
+    client_secret: &str,
+) -> Result<(IdaasEmulator, StsEmulator), CommandError> {
     let idaas = IdaasEmulator::start_on(
         args.idaas_listen,
         EmulatorConfig {
             client_id: CLIENT_ID.to_owned(),
-            client_secret: client_secret.clone(),
+            client_secret: client_secret.to_owned(),
             audience: AUDIENCE.to_owned(),
             scopes_granted: vec![".all".to_owned()],
             token_lifetime: args.token_lifetime,
@@ -119,45 +187,41 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     )
     .await
     .map_err(|x| err("STS emulator", format!("{} ({x})", args.sts_listen)))?;
+    Ok((idaas, sts))
+}
 
-    // The webhook's certificate, from a CA the user can trust.
-    let now = crate::controller::reconcile::unix_now();
-    let ca = certs::make_ca(now, Duration::from_secs(30 * 24 * 3600))
-        .map_err(|x| err("certificate", x))?;
+/// The running webhook.
+struct DevWebhook {
+    addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The webhook on localhost, with a certificate from a CA written to `ca_file` for clients to
+/// trust, injecting the STS emulator's OIDC provider by default.
+fn start_webhook(
+    args: &DevArgs,
+    sts: &StsEmulator,
+    ca_file: &Path,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> Result<DevWebhook, CommandError> {
+    let now = unix_now();
+    let validity = Duration::from_secs(30 * 24 * 3600);
+    let ca = certs::make_ca(now, validity).map_err(|x| err("certificate", x))?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let serving = certs::make_serving(&ca, &names, now, Duration::from_secs(30 * 24 * 3600))
-        .map_err(|x| err("certificate", x))?;
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert.pem).map_err(|x| err("ca.pem", x))?;
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    readiness.set_caches_synced();
+    let serving =
+        certs::make_serving(&ca, &names, now, validity).map_err(|x| err("certificate", x))?;
+    std::fs::write(ca_file, &ca.cert.pem).map_err(|x| err("ca.pem", x))?;
     let store = Arc::new(tls::CertStore::default());
     let chain = format!("{}{}", serving.cert.pem, ca.cert.pem);
     let pair = tls::load_pair(chain.as_bytes(), serving.key_pem.as_bytes())
         .map_err(|x| err("certificate", x))?;
-    tls::install(&store, pair, &metrics, &readiness);
+    tls::install(&store, pair, metrics, readiness);
     let tls_config = Arc::new(tls::server_config(store).map_err(|x| err("TLS", x))?);
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|x| err("webhook", format!("{} ({x})", args.listen)))?;
-    let webhook_addr = listener.local_addr().map_err(|x| err("webhook", x))?;
-    let admin_listener = admin::bind(args.admin_listen)
-        .await
-        .map_err(|x| err("admin server", format!("{} ({x})", args.admin_listen)))?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|x| err("admin server", x))?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop = {
-        let mut rx = stop_rx;
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-        .boxed()
-        .shared()
-    };
-
+    let addr = listener.local_addr().map_err(|x| err("webhook", x))?;
     let state = Arc::new(server::WebhookState {
         config: MutateConfig {
             default_oidc_provider_arn: Some(sts.oidc_provider_arn()),
@@ -167,23 +231,23 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         metrics: metrics.clone(),
     });
     let handle = axum_server::Handle::new();
-    let webhook = tokio::spawn(server::serve_tls(
+    let task = tokio::spawn(server::serve_tls(
         listener,
         tls_config,
         server::router(state),
         handle.clone(),
     ));
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        metrics.clone(),
-        readiness.clone(),
-        stop.clone(),
-    ));
+    Ok(DevWebhook { addr, handle, task })
+}
 
-    // The projector, keeping the token file fresh.
-    let token_file = dir.join("token");
-    let idaas_client =
-        IdaasClient::new(&HttpConfig::default()).map_err(|x| err("IDaaS client", x))?;
+/// The projector for a file: keeps `token_file` fresh from the IDaaS emulator until `stop`.
+fn start_projector(
+    idaas: &IdaasEmulator,
+    client_secret: String,
+    token_file: &Path,
+    stop: Stop,
+) -> Result<JoinHandle<()>, CommandError> {
+    let client = IdaasClient::new(&HttpConfig::default()).map_err(|x| err("IDaaS client", x))?;
     let request = TokenRequest {
         issuer: idaas.issuer(),
         token_endpoint: None,
@@ -196,41 +260,24 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         },
         max_token_age: Duration::from_secs(12 * 3600),
     };
-    let projector = {
-        let (client, request, file, stop) =
-            (idaas_client, request, token_file.clone(), stop.clone());
-        tokio::spawn(
-            async move { keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await },
-        )
-    };
+    let file = token_file.to_owned();
+    Ok(tokio::spawn(async move {
+        keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await
+    }))
+}
 
-    let role_arn = sts.role_arn(ROLE);
-    let info = json!({
-        "issuer": idaas.issuer(),
-        "token_endpoint": idaas.token_endpoint(),
-        "jwks_uri": idaas.jwks_uri(),
-        "client_id": CLIENT_ID,
-        "audience": AUDIENCE,
-        "sts_endpoint": sts.endpoint(),
-        "role_arn": role_arn,
-        "oidc_provider_arn": sts.oidc_provider_arn(),
-        "token_file": token_file,
-        "webhook": format!("https://localhost:{}/mutate", webhook_addr.port()),
-        "ca_file": ca_file,
-        "admin": format!("http://{admin_addr}"),
-    });
-    let info_text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
-    write_atomically(&dir.join("dev.json"), info_text.as_bytes())
-        .map_err(|x| err("dev.json", x))?;
-
+/// What runs where, and what an SDK needs.
+fn print_banner(info: &serde_json::Value, info_file: &Path, lifetime: Duration) {
+    let s = |k: &str| info[k].as_str().unwrap_or_default().to_owned();
+    let (token, ca, webhook) = (s("token_file"), s("ca_file"), s("webhook"));
     println!(
         "idaas-projector dev is running (Ctrl-C stops it)
 
   IDaaS emulator   {issuer}
   STS emulator     {sts}
   token file       {token} (refreshed at 2/3 of {lifetime})
-  webhook          https://localhost:{port}/mutate (CA: {ca})
-  admin            http://{admin}/metrics
+  webhook          {webhook} (CA: {ca})
+  admin            {admin}/metrics
   everything above {info}
 
 An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code,
@@ -243,29 +290,14 @@ export ALIBABA_CLOUD_ROLE_SESSION_NAME=idaas-projector-dev
 
 Send the webhook a sample AdmissionReview:
 
-curl -s --cacert {ca} -H 'Content-Type: application/json' --data @docs/examples/admission-review.json https://localhost:{port}/mutate
+curl -s --cacert {ca} -H 'Content-Type: application/json' --data @docs/examples/admission-review.json {webhook}
 ",
-        issuer = idaas.issuer(),
-        sts = sts.endpoint(),
-        token = token_file.display(),
-        lifetime = humantime::format_duration(args.token_lifetime),
-        port = webhook_addr.port(),
-        ca = ca_file.display(),
-        admin = admin_addr,
-        info = dir.join("dev.json").display(),
-        role = role_arn,
-        provider = sts.oidc_provider_arn(),
+        issuer = s("issuer"),
+        sts = s("sts_endpoint"),
+        lifetime = format_duration(lifetime),
+        admin = s("admin"),
+        info = info_file.display(),
+        role = s("role_arn"),
+        provider = s("oidc_provider_arn"),
     );
-
-    crate::webhook::shutdown_signal().await;
-    tracing::info!("stopping");
-    readiness.set_shutting_down();
-    let _ = stop_tx.send(true);
-    handle.graceful_shutdown(Some(Duration::from_secs(5)));
-    let _ = webhook.await;
-    let _ = projector.await;
-    let _ = admin_task.await;
-    idaas.shutdown();
-    sts.shutdown();
-    Ok(())
 }

@@ -15,20 +15,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-use rustls_pki_types::pem::PemObject as _;
+use clap::Args;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 
-use crate::cli::parse_duration;
-use crate::controller::secret::rfc3339;
-
-/// Output format of the operator commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
+use super::{CommandError, OutputFormat, parse_duration};
+use crate::http::{Timeouts, display_url, error_chain};
+use crate::time::rfc3339;
 
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
@@ -64,8 +57,6 @@ pub struct FingerprintArgs {
     #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
-
-pub use crate::cli::CommandError;
 
 /// One certificate as the server sent it.
 #[derive(Debug, Clone, Serialize)]
@@ -140,22 +131,6 @@ fn describe_cert(index: usize, der: &[u8]) -> CertInfo {
             ram: false,
         },
     }
-}
-
-/// Reads PEM certificates from a CA file.
-fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, CommandError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| CommandError::Usage(format!("cannot read CA file {}: {e}", path.display())))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CommandError::Usage(format!("CA file {}: bad PEM: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "CA file {}: no PEM CERTIFICATE block",
-            path.display()
-        )));
-    }
-    Ok(certs)
 }
 
 fn tls_config(extra: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, CommandError> {
@@ -302,7 +277,7 @@ async fn inspect(
     let ram_fingerprint = last.sha1.clone();
     Ok(EndpointReport {
         role,
-        url: crate::idaas::client::display_url(url.as_str()),
+        url: display_url(url.as_str()),
         host,
         port,
         certificates,
@@ -311,45 +286,22 @@ async fn inspect(
     })
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
-}
-
 /// The `jwks_uri` of the issuer's discovery document; `Ok(None)` when none is served (404).
 async fn discover_jwks_uri(
     args: &FingerprintArgs,
     extra: &[CertificateDer<'static>],
 ) -> Result<Option<String>, CommandError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(args.connect_timeout)
-        .timeout(args.request_timeout)
-        .user_agent(crate::idaas::client::USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none());
-    if !extra.is_empty() {
-        let certs = extra
-            .iter()
-            .map(|c| reqwest::Certificate::from_der(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CommandError::Usage(format!("--ca-file: {}", error_chain(&e))))?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    let http = builder
-        .build()
-        .map_err(|e| CommandError::Failed(format!("HTTP client: {}", error_chain(&e))))?;
+    let timeouts = Timeouts {
+        connect: args.connect_timeout,
+        request: args.request_timeout,
+    };
+    let http = crate::http::client(timeouts, extra)
+        .map_err(|e| CommandError::Failed(format!("HTTP client: {e}")))?;
     let url = format!(
         "{}/.well-known/openid-configuration",
         args.url.trim_end_matches('/')
     );
-    let shown = crate::idaas::client::display_url(&url);
+    let shown = display_url(&url);
     let answer = http.get(&url).send().await.map_err(|e| {
         CommandError::Failed(format!(
             "HTTP: OIDC discovery GET {shown} failed: {}",
@@ -418,7 +370,7 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(CommandError::Usage)?;
     let extra = match &args.ca_file {
-        Some(path) => load_ca_file(path)?,
+        Some(path) => crate::http::load_ca_file(path).map_err(CommandError::Usage)?,
         None => Vec::new(),
     };
     let config = Arc::new(tls_config(&extra)?);

@@ -1,0 +1,111 @@
+//! `controller`: the token projector alone (leader-elected through a Lease). Its flag group is
+//! shared with `serve`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CommandError, ServerArgs, parse_duration};
+use crate::controller::{LeaseSettings, Settings};
+use crate::idaas::HttpConfig;
+use crate::process::Projector;
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+}
+
+/// Runs the projector until SIGTERM.
+pub async fn run(args: ControllerArgs) -> Result<(), CommandError> {
+    let process = args.server.process(None, Some(args.projector.settings()));
+    Ok(crate::process::run(process).await?)
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectorArgs {
+    /// Watch M2MTokens only in this namespace (repeat for several); default: all namespaces.
+    #[arg(
+        long = "namespace",
+        env = "IDAAS_PROJECTOR_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// At most this many token requests to IDaaS at once.
+    #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONCURRENT_REFRESHES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_refreshes: u16,
+    /// How often a fresh token's credentials Secret is looked at again, so that a changed client
+    /// secret is used within this time.
+    #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub recheck_interval: Duration,
+    /// Run without leader election (only for a single replica).
+    #[arg(long, env = "IDAAS_PROJECTOR_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_LEASE_NAME",
+        default_value = "idaas-projector"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the chart sets the release namespace).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_LEASE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (the chart sets the pod name); default: the hostname.
+    #[arg(long, env = "IDAAS_PROJECTOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// Connect timeout of calls to IDaaS.
+    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Total timeout of one call to IDaaS.
+    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// PEM CA certificates trusted for IDaaS on top of the system roots.
+    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ProjectorArgs {
+    /// The projector's settings. The Lease identity defaults to the hostname (the pod name),
+    /// else a name with the process ID.
+    pub fn settings(&self) -> Projector {
+        let identity = self
+            .identity
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("idaas-projector-{}", std::process::id()));
+        let controller = Settings {
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            max_concurrent_refreshes: usize::from(self.max_concurrent_refreshes),
+            recheck_interval: self.recheck_interval,
+            lease: (!self.no_leader_election).then(|| LeaseSettings {
+                name: self.lease_name.clone(),
+                namespace: self.lease_namespace.clone(),
+                identity,
+                duration_secs: 15,
+                grace_secs: 5,
+            }),
+        };
+        Projector {
+            controller,
+            idaas: HttpConfig {
+                connect_timeout: self.connect_timeout,
+                timeout: self.request_timeout,
+                ca_file: self.ca_file.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `serve`: the webhook and the token projector in one process (`dev`-like setups and small
+//! clusters; the chart's `combined: true`), either part switchable off.
+
+use clap::Args;
+
+use super::controller::ProjectorArgs;
+use super::webhook::{InjectArgs, ListenArgs, TlsArgs, settings};
+use super::{CommandError, ServerArgs};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Do not run the webhook (projector only).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_NO_WEBHOOK",
+        conflicts_with = "no_controller"
+    )]
+    pub no_webhook: bool,
+    /// Do not run the projector (webhook only).
+    #[arg(long, env = "IDAAS_PROJECTOR_NO_CONTROLLER")]
+    pub no_controller: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub inject: InjectArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+}
+
+/// Runs the parts until SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
+    let webhook = match args.no_webhook {
+        true => None,
+        false => Some(settings(&args.listen, &args.tls, &args.inject, false)?),
+    };
+    let projector = (!args.no_controller).then(|| args.projector.settings());
+    let process = args.server.process(webhook, projector);
+    Ok(crate::process::run(process).await?)
+}

@@ -1,0 +1,223 @@
+//! `webhook`: the mutating admission webhook and its admin server. Its flag groups (listener,
+//! certificate, injection) are shared with `serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{CommandError, ServerArgs, parse_duration, parse_duration_flag};
+use crate::ram::names::{is_region_id, validate_oidc_provider_arn};
+use crate::webhook::annotations::MAX_TOKEN_WAIT;
+use crate::webhook::mutate::{DEFAULT_TOKEN_WAIT, MutateConfig};
+use crate::webhook::{Settings, TlsSource, certs};
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Run without a Kubernetes API: resolve pods from their annotations and these flags only
+    /// (M2MToken defaults such as spec.roleArn are not read).
+    #[arg(long, env = "IDAAS_PROJECTOR_STANDALONE")]
+    pub standalone: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub inject: InjectArgs,
+}
+
+/// Runs the webhook until SIGTERM.
+pub async fn run(args: WebhookArgs) -> Result<(), CommandError> {
+    let webhook = settings(&args.listen, &args.tls, &args.inject, args.standalone)?;
+    let process = args.server.process(Some(webhook), None);
+    Ok(crate::process::run(process).await?)
+}
+
+/// The webhook's settings from its flags, checked before anything touches the network.
+pub fn settings(
+    listen: &ListenArgs,
+    tls: &TlsArgs,
+    inject: &InjectArgs,
+    standalone: bool,
+) -> Result<Settings, CommandError> {
+    Ok(Settings {
+        listen: listen.listen,
+        tls: tls.source(standalone)?,
+        inject: inject.to_config().map_err(CommandError::Usage)?,
+        standalone,
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain of the webhook (reloaded when it changes on disk).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_TLS_CERT_FILE",
+        default_value = "/etc/idaas-projector/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of the webhook (reloaded when it changes on disk).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_TLS_KEY_FILE",
+        default_value = "/etc/idaas-projector/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+    /// Where the serving certificate comes from: `files` (--tls-cert-file/--tls-key-file, for
+    /// cert-manager or a Secret you provide) or `self` (made and rotated by idaas-projector, kept
+    /// in --certificate-secret, with the caBundle of --webhook-configuration kept in step).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_MODE",
+        value_enum,
+        default_value = "files"
+    )]
+    pub certificate_mode: CertificateMode,
+    /// `self` mode: the Secret holding the CA and the serving certificate.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_SECRET",
+        default_value = "idaas-projector-webhook-tls"
+    )]
+    pub certificate_secret: String,
+    /// `self` mode: the namespace of that Secret and of the Service (the release namespace).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_CERTIFICATE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub certificate_namespace: String,
+    /// `self` mode: the webhook's Service; the certificate names it, .<ns>, .<ns>.svc and
+    /// .<ns>.svc.cluster.local.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_SERVICE_NAME",
+        default_value = "idaas-projector"
+    )]
+    pub service_name: String,
+    /// `self` mode: the MutatingWebhookConfiguration whose caBundle is kept in step.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_WEBHOOK_CONFIGURATION",
+        default_value = "idaas-projector"
+    )]
+    pub webhook_configuration: String,
+    /// `self` mode: validity of a serving certificate (renewed at 2/3; the CA lives twice as long).
+    #[arg(long, env = "IDAAS_PROJECTOR_CERTIFICATE_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub certificate_validity: Duration,
+    /// Serve a self-signed certificate for localhost made at start, instead of the files; its
+    /// certificate is written to .idaas-projector/webhook.crt for clients to trust. For local
+    /// trials only.
+    #[arg(long, env = "IDAAS_PROJECTOR_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+    /// How often to look for a changed certificate or key.
+    #[arg(long, env = "IDAAS_PROJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertificateMode {
+    Files,
+    #[value(name = "self")]
+    SelfManaged,
+}
+
+impl TlsArgs {
+    /// The certificate source the flags select: `self` mode, else --tls-self-signed, else the
+    /// files.
+    pub fn source(&self, standalone: bool) -> Result<TlsSource, CommandError> {
+        if self.certificate_mode == CertificateMode::Files {
+            return Ok(if self.tls_self_signed {
+                TlsSource::SelfSigned
+            } else {
+                TlsSource::Files {
+                    cert: self.tls_cert_file.clone(),
+                    key: self.tls_key_file.clone(),
+                    reload_interval: self.tls_reload_interval,
+                }
+            });
+        }
+        if standalone {
+            return Err(CommandError::Usage(
+                "--certificate-mode self needs the Kubernetes API (not --standalone)".to_owned(),
+            ));
+        }
+        if self.certificate_validity < Duration::from_secs(3600) {
+            return Err(CommandError::Usage(
+                "--certificate-validity must be at least 1h".to_owned(),
+            ));
+        }
+        Ok(TlsSource::SelfManaged(certs::Settings {
+            secret_name: self.certificate_secret.clone(),
+            namespace: self.certificate_namespace.clone(),
+            service_name: self.service_name.clone(),
+            webhook_configuration: self.webhook_configuration.clone(),
+            validity: self.certificate_validity,
+        }))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Image of the idaas-projector-wait init container (this project's own image).
+    #[arg(long, env = "IDAAS_PROJECTOR_INIT_IMAGE", default_value = concat!("idaas-projector:", env!("CARGO_PKG_VERSION")))]
+    pub init_image: String,
+    /// OIDC provider ARN for pods whose annotation and M2MToken set none.
+    #[arg(long, env = "IDAAS_PROJECTOR_DEFAULT_OIDC_PROVIDER_ARN")]
+    pub default_oidc_provider_arn: Option<String>,
+    /// STS region (ALIBABA_CLOUD_STS_REGION) for pods that do not set idaas-projector.io/sts-region.
+    #[arg(long, env = "IDAAS_PROJECTOR_DEFAULT_STS_REGION")]
+    pub default_sts_region: Option<String>,
+    /// How long the init container waits for the token, for pods that do not set
+    /// idaas-projector.io/token-wait.
+    #[arg(long, env = "IDAAS_PROJECTOR_DEFAULT_TOKEN_WAIT", default_value_t = DEFAULT_TOKEN_WAIT.into(), value_parser = parse_duration_flag)]
+    pub default_token_wait: humantime::Duration,
+}
+
+impl InjectArgs {
+    /// Validates the flags into a mutation config.
+    pub fn to_config(&self) -> Result<MutateConfig, String> {
+        let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        let default_oidc_provider_arn = non_empty(&self.default_oidc_provider_arn);
+        if let Some(arn) = &default_oidc_provider_arn {
+            validate_oidc_provider_arn(arn)
+                .map_err(|why| format!("--default-oidc-provider-arn {arn:?}: {why}"))?;
+        }
+        let default_sts_region = non_empty(&self.default_sts_region);
+        if let Some(region) = &default_sts_region
+            && !is_region_id(region)
+        {
+            return Err(format!(
+                "--default-sts-region {region:?} is not a region ID such as cn-hangzhou"
+            ));
+        }
+        if self.init_image.trim().is_empty() {
+            return Err("--init-image must not be empty".to_owned());
+        }
+        let wait = *self.default_token_wait;
+        if wait < Duration::from_secs(1) || wait > MAX_TOKEN_WAIT || wait.subsec_nanos() != 0 {
+            return Err(
+                "--default-token-wait must be a whole number of seconds between 1s and 1h"
+                    .to_owned(),
+            );
+        }
+        Ok(MutateConfig {
+            init_image: self.init_image.trim().to_owned(),
+            default_oidc_provider_arn,
+            default_sts_region,
+            default_token_wait: wait,
+        })
+    }
+}

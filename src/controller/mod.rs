@@ -5,8 +5,8 @@
 //! - [`secret`], [`status`]: the Secret and the status (pure).
 //! - [`decide`]: what a reconcile does, given what it observed; and what it writes, publishes
 //!   and remembers after a fetch (pure).
-//! - [`reconcile`]: reads what [`decide`] looks at from the Kubernetes API, and carries out its
-//!   decision against the API and IDaaS.
+//! - [`reconcile`](mod@reconcile): reads what [`decide`] looks at from the Kubernetes API, and
+//!   carries out its decision against the API and IDaaS.
 
 pub mod decide;
 pub mod reconcile;

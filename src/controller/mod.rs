@@ -3,8 +3,12 @@
 //!
 //! - [`schedule`]: when to refresh and how long to back off (pure).
 //! - [`secret`], [`status`]: the Secret and the status (pure).
-//! - [`reconcile`]: wires the Kubernetes API and IDaaS to them.
+//! - [`decide`]: what a reconcile does, given what it observed; and what it writes, publishes
+//!   and remembers after a fetch (pure).
+//! - [`reconcile`](mod@reconcile): reads what [`decide`] looks at from the Kubernetes API, and
+//!   carries out its decision against the API and IDaaS.
 
+pub mod decide;
 pub mod reconcile;
 pub mod schedule;
 pub mod secret;

@@ -1,5 +1,6 @@
-//! Reconciling one M2MToken: read the Secret and the credentials, decide with [`schedule`],
-//! fetch and check a token when one is due, write the Secret and the status.
+//! Reconciling one M2MToken: read what [`decide`] needs (the spec, the managed Secret, the
+//! credentials), ask it what to do, and carry that out: fetch and check a token, write the Secret,
+//! the status and an event, remember a failure, requeue.
 //!
 //! A refresh failure never touches the Secret, so a still-valid token keeps serving.
 
@@ -17,11 +18,12 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::schedule::{self, Backoff};
-use super::secret::{self, MANAGER, StoredToken};
-use super::status::{self, TokenTimes, reason};
-use crate::crd::{ClientAuthMethod, M2MToken, M2MTokenStatus};
-use crate::idaas::{Credential, ErrorClass, IdaasClient, RefreshError, TokenRequest};
+use super::decide::{Decision, Failure, Fetch, Found, Inputs, Observed, decide};
+use super::schedule::Backoff;
+use super::secret::{self, MANAGER};
+use super::status::{self, Report, reason};
+use crate::crd::{ClientAuthMethod, M2MToken};
+use crate::idaas::{Credential, FetchedToken, IdaasClient, RefreshError, TokenRequest};
 use crate::metrics::{Metrics, RefreshResult};
 
 /// Errors that end a reconcile early (the API server could not be reached, ...).
@@ -44,9 +46,10 @@ impl Error {
     }
 }
 
-/// Failure bookkeeping of one object, for its backoff.
+/// Failure bookkeeping of one object, for its backoff: a [`Failure`] with its retry time on the
+/// monotonic clock.
 #[derive(Debug, Clone)]
-struct Failure {
+struct FailureEntry {
     attempts: u32,
     retry_at: Instant,
     generation: Option<i64>,
@@ -67,7 +70,7 @@ pub struct Context {
     pub now: fn() -> i64,
     /// Waits after failures: 1 s doubling to 5 minutes (drills shorten it).
     pub backoff: Backoff,
-    failures: Mutex<HashMap<String, Failure>>,
+    failures: Mutex<HashMap<String, FailureEntry>>,
     /// Consecutive Kubernetes API errors per object, for `error_policy`'s backoff.
     api_errors: Mutex<HashMap<String, u32>>,
     /// The M2MTokens with an expiry gauge, so that deleted ones can be forgotten.
@@ -124,14 +127,30 @@ impl Context {
         }
     }
 
+    /// The failure remembered for `key`, with the time left until its retry.
     fn failure(&self, key: &str) -> Option<Failure> {
-        self.failures.lock().ok()?.get(key).cloned()
+        let entry = self.failures.lock().ok()?.get(key).cloned()?;
+        Some(Failure {
+            attempts: entry.attempts,
+            retry_in: entry.retry_at.saturating_duration_since(Instant::now()),
+            generation: entry.generation,
+            credentials_version: entry.credentials_version,
+        })
     }
 
-    fn set_failure(&self, key: &str, failure: Option<Failure>) {
+    /// Remembers a failure for `key` (its retry counted from now), or forgets it.
+    fn set_failure(&self, key: &str, failure: Option<&Failure>) {
         if let Ok(mut map) = self.failures.lock() {
             match failure {
-                Some(f) => map.insert(key.to_owned(), f),
+                Some(f) => map.insert(
+                    key.to_owned(),
+                    FailureEntry {
+                        attempts: f.attempts,
+                        retry_at: Instant::now() + f.retry_in,
+                        generation: f.generation,
+                        credentials_version: f.credentials_version.clone(),
+                    },
+                ),
                 None => map.remove(key),
             };
         }
@@ -150,33 +169,22 @@ pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn secs_until(now: i64, at: i64) -> Duration {
-    Duration::from_secs(at.saturating_sub(now).max(1) as u64)
-}
-
-/// What the credentials Secret yields.
-enum Credentials {
-    Ok {
-        credential: Credential,
-        version: Option<String>,
-    },
-    Problem {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-fn credentials(token: &M2MToken, secret: Option<Secret>) -> Credentials {
+/// The credential in the credentials Secret, with that Secret's `resourceVersion`; or why there is
+/// none (a condition reason and a message).
+fn credentials(
+    token: &M2MToken,
+    secret: Option<Secret>,
+) -> Result<(Credential, Option<String>), (&'static str, String)> {
     let r = &token.spec.client_auth.secret_ref;
     let Some(secret) = secret else {
-        return Credentials::Problem {
-            reason: reason::CREDENTIALS_NOT_FOUND,
-            message: format!(
+        return Err((
+            reason::CREDENTIALS_NOT_FOUND,
+            format!(
                 "credentials Secret {:?} not found in namespace {:?}",
                 r.name,
                 token.namespace().unwrap_or_default()
             ),
-        };
+        ));
     };
     let value = secret
         .data
@@ -186,13 +194,13 @@ fn credentials(token: &M2MToken, secret: Option<Secret>) -> Credentials {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty());
     let Some(value) = value else {
-        return Credentials::Problem {
-            reason: reason::CREDENTIALS_KEY_MISSING,
-            message: format!(
+        return Err((
+            reason::CREDENTIALS_KEY_MISSING,
+            format!(
                 "credentials Secret {:?} has no non-empty key {:?}",
                 r.name, r.key
             ),
-        };
+        ));
     };
     let value = SecretString::from(value);
     let credential = match token.spec.client_auth.method {
@@ -206,10 +214,7 @@ fn credentials(token: &M2MToken, secret: Option<Secret>) -> Credentials {
             private_key_pem: value,
         },
     };
-    Credentials::Ok {
-        credential,
-        version: secret.metadata.resource_version,
-    }
+    Ok((credential, secret.metadata.resource_version))
 }
 
 fn key_of(token: &M2MToken) -> String {
@@ -220,366 +225,240 @@ fn key_of(token: &M2MToken) -> String {
     )
 }
 
-async fn patch_status(
-    api: &Api<M2MToken>,
-    token: &M2MToken,
-    new: M2MTokenStatus,
-) -> Result<(), Error> {
-    if token.status.as_ref() == Some(&new) {
-        return Ok(());
-    }
-    api.patch_status(
-        &token.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": new })),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Sets Ready=False with a reason and message; nothing else in the status changes.
-async fn set_not_ready(
-    api: &Api<M2MToken>,
-    token: &M2MToken,
-    reason: &str,
-    message: &str,
-    now: i64,
-) -> Result<(), Error> {
-    let current = token.status.as_ref();
-    let cond = status::ready_condition(
-        current,
-        false,
-        reason,
-        message,
-        token.metadata.generation,
-        now,
-    );
-    patch_status(api, token, status::build(token, cond, None, None, None)).await
-}
-
-async fn publish(ctx: &Context, token: &M2MToken, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Refresh".to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &token.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
-}
-
 /// Reconciles one M2MToken.
 pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let action = reconcile_inner(&token, &ctx).await?;
-    ctx.clear_api_errors(&key_of(&token));
+    let run = Run::new(&token, &ctx)?;
+    let observed = run.observe().await?;
+    let action = run.carry_out(decide(&observed)).await?;
+    ctx.clear_api_errors(&run.key);
     Ok(action)
 }
 
-async fn reconcile_inner(token: &Arc<M2MToken>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let token = token.clone();
-    let ctx = ctx.clone();
-    let namespace = token.namespace().ok_or(Error::MissingField("namespace"))?;
-    let name = token.name_any();
-    let key = key_of(&token);
-    let now = (ctx.now)();
-    let tokens: Api<M2MToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let generation = token.metadata.generation;
-    let current = token.status.as_ref();
+/// One reconcile of one M2MToken: what it acts on, and where.
+struct Run<'a> {
+    ctx: &'a Context,
+    token: &'a M2MToken,
+    namespace: String,
+    name: String,
+    /// `namespace/name`, the key of the failure bookkeeping.
+    key: String,
+    secret_name: String,
+    /// The wall clock when the reconcile started.
+    now: i64,
+    tokens: Api<M2MToken>,
+    secrets: Api<Secret>,
+}
 
-    let max_age = match parse_max_token_age(&token.spec.max_token_age) {
-        Ok(d) => d.as_secs() as i64,
-        Err(message) => {
-            set_not_ready(&tokens, &token, reason::INVALID_SPEC, &message, now).await?;
-            return Ok(Action::await_change());
-        }
-    };
-
-    // The managed Secret, if any, must be ours.
-    let secret_name = token.secret_name();
-    let existing = secrets.get_opt(&secret_name).await?;
-    if let Some(s) = &existing
-        && !secret::is_managed_by(s, &token)
-    {
-        let message = format!(
-            "Secret {secret_name:?} exists and is not managed by this M2MToken; set spec.secretName to another name or delete that Secret"
-        );
-        set_not_ready(&tokens, &token, reason::SECRET_CONFLICT, &message, now).await?;
-        return Ok(Action::requeue(ctx.backoff.cap));
-    }
-    let stored: Option<StoredToken> = existing.as_ref().and_then(secret::read);
-    let plan_of = |s: &StoredToken| {
-        let seed = format!("{}/{}", token.uid().unwrap_or_default(), s.iat);
-        schedule::plan(s.iat, s.exp, max_age, schedule::stable_jitter(&seed))
-    };
-    let valid_note = |s: &StoredToken| {
-        if s.exp > now {
-            format!(
-                "; the Secret still holds a token valid until {}",
-                secret::rfc3339(s.exp)
-            )
-        } else {
-            String::new()
-        }
-    };
-
-    // The credentials.
-    let creds_secret = secrets
-        .get_opt(&token.spec.client_auth.secret_ref.name)
-        .await?;
-    let (credential, credentials_version) = match credentials(&token, creds_secret) {
-        Credentials::Ok {
-            credential,
-            version,
-        } => (credential, version),
-        Credentials::Problem { reason, message } => {
-            let message = format!(
-                "{message}{}",
-                stored.as_ref().map(valid_note).unwrap_or_default()
-            );
-            set_not_ready(&tokens, &token, reason, &message, now).await?;
-            return Ok(Action::requeue(ctx.recheck_interval));
-        }
-    };
-
-    // Is a refresh due?
-    let changed_input = |s: &StoredToken| {
-        s.generation != generation
-            || (s.credentials_version.is_some() && s.credentials_version != credentials_version)
-    };
-    if let Some(s) = &stored {
-        let plan = plan_of(s);
-        if now < plan.refresh_at && !changed_input(s) {
-            ctx.set_failure(&key, None);
-            let keep = current
-                .and_then(|c| c.conditions.iter().find(|c| c.type_ == status::READY))
-                .filter(|c| c.status == "True");
-            let cond = match keep {
-                Some(c) => {
-                    status::ready_condition(current, true, &c.reason, &c.message, generation, now)
-                }
-                None => status::ready_condition(
-                    current,
-                    true,
-                    reason::TOKEN_VALID,
-                    &format!(
-                        "the Secret holds a valid token until {}",
-                        secret::rfc3339(s.exp)
-                    ),
-                    generation,
-                    now,
-                ),
-            };
-            let times = TokenTimes {
-                issued_at: s.iat,
-                expires_at: s.exp,
-                refresh_at: plan.refresh_at,
-            };
-            ctx.token_expiry(&namespace, &name, s.exp);
-            patch_status(
-                &tokens,
-                &token,
-                status::build(&token, cond, Some(times), s.sub.clone(), None),
-            )
-            .await?;
-            return Ok(Action::requeue(
-                secs_until(now, plan.refresh_at).min(ctx.recheck_interval),
-            ));
-        }
+impl<'a> Run<'a> {
+    fn new(token: &'a M2MToken, ctx: &'a Context) -> Result<Self, Error> {
+        let namespace = token.namespace().ok_or(Error::MissingField("namespace"))?;
+        Ok(Run {
+            ctx,
+            token,
+            name: token.name_any(),
+            key: key_of(token),
+            secret_name: token.secret_name(),
+            now: (ctx.now)(),
+            tokens: Api::namespaced(ctx.client.clone(), &namespace),
+            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            namespace,
+        })
     }
 
-    // Still backing off from an earlier failure with the same inputs?
-    if let Some(f) = ctx.failure(&key)
-        && f.generation == generation
-        && f.credentials_version == credentials_version
-        && Instant::now() < f.retry_at
-    {
-        return Ok(Action::requeue(f.retry_at - Instant::now()));
+    /// Everything [`decide`] looks at.
+    async fn observe(&self) -> Result<Observed, Error> {
+        let found = self.find().await?;
+        Ok(Observed {
+            now: self.now,
+            generation: self.token.metadata.generation,
+            uid: self.token.uid().unwrap_or_default(),
+            status: self.token.status.clone(),
+            failure: self.ctx.failure(&self.key),
+            recheck_interval: self.ctx.recheck_interval,
+            backoff: self.ctx.backoff,
+            found,
+        })
     }
 
-    // Fetch.
-    let request = TokenRequest {
-        issuer: token.spec.issuer.clone(),
-        token_endpoint: token.spec.token_endpoint.clone().filter(|s| !s.is_empty()),
-        jwks_uri: token.spec.jwks_uri.clone().filter(|s| !s.is_empty()),
-        audience: token.spec.audience.clone(),
-        scopes: token.spec.scopes.clone(),
-        client_id: token.spec.client_id.clone(),
-        credential,
-        max_token_age: Duration::from_secs(max_age as u64),
-    };
-    let result = {
-        let _permit = ctx.refreshes.acquire().await;
+    /// Reads the spec, then the managed Secret, then the credentials Secret, stopping at the
+    /// first finding that settles the reconcile.
+    async fn find(&self) -> Result<Found, Error> {
+        let max_age = match parse_max_token_age(&self.token.spec.max_token_age) {
+            Ok(d) => d.as_secs() as i64,
+            Err(message) => return Ok(Found::InvalidSpec { message }),
+        };
+        let existing = self.secrets.get_opt(&self.secret_name).await?;
+        if let Some(s) = &existing
+            && !secret::is_managed_by(s, self.token)
+        {
+            let secret_name = self.secret_name.clone();
+            return Ok(Found::ForeignSecret { secret_name });
+        }
+        let stored = existing.as_ref().and_then(secret::read);
+        let creds_name = &self.token.spec.client_auth.secret_ref.name;
+        let creds_secret = self.secrets.get_opt(creds_name).await?;
+        Ok(match credentials(self.token, creds_secret) {
+            Ok((credential, credentials_version)) => Found::Inputs(Inputs {
+                max_age,
+                stored,
+                credential,
+                credentials_version,
+            }),
+            Err((reason, message)) => Found::CredentialsProblem {
+                reason,
+                message,
+                stored,
+            },
+        })
+    }
+
+    /// Does what `decision` says: the status, the failure bookkeeping, a fetch and what follows
+    /// it; and when to look again.
+    async fn carry_out(&self, decision: Decision<'_>) -> Result<Action, Error> {
+        match decision {
+            Decision::InvalidSpec { message } => {
+                self.report(&Report::not_ready(reason::INVALID_SPEC, &message))
+                    .await?;
+                Ok(Action::await_change())
+            }
+            Decision::SecretConflict { message, retry_in } => {
+                self.report(&Report::not_ready(reason::SECRET_CONFLICT, &message))
+                    .await?;
+                Ok(Action::requeue(retry_in))
+            }
+            Decision::CredentialsProblem {
+                reason,
+                message,
+                recheck_in,
+            } => {
+                self.report(&Report::not_ready(reason, &message)).await?;
+                Ok(Action::requeue(recheck_in))
+            }
+            Decision::UpToDate {
+                report,
+                expires_at,
+                requeue,
+            } => {
+                self.ctx.set_failure(&self.key, None);
+                self.ctx
+                    .token_expiry(&self.namespace, &self.name, expires_at);
+                self.report(&report).await?;
+                Ok(Action::requeue(requeue))
+            }
+            Decision::BackingOff { wait } => Ok(Action::requeue(wait)),
+            Decision::Fetch(fetch) => match self.fetch(&fetch).await {
+                Ok(fetched) => self.refreshed(&fetch, &fetched).await,
+                Err(err) => self.failed(&fetch, &err).await,
+            },
+        }
+    }
+
+    /// Fetches and checks a token, within the bound on concurrent calls to IDaaS.
+    async fn fetch(&self, fetch: &Fetch<'_>) -> Result<FetchedToken, RefreshError> {
+        let spec = &self.token.spec;
+        let request = TokenRequest {
+            issuer: spec.issuer.clone(),
+            token_endpoint: spec.token_endpoint.clone().filter(|s| !s.is_empty()),
+            jwks_uri: spec.jwks_uri.clone().filter(|s| !s.is_empty()),
+            audience: spec.audience.clone(),
+            scopes: spec.scopes.clone(),
+            client_id: spec.client_id.clone(),
+            credential: fetch.inputs.credential.clone(),
+            max_token_age: Duration::from_secs(fetch.inputs.max_age as u64),
+        };
+        let _permit = self.ctx.refreshes.acquire().await;
         let started = std::time::Instant::now();
-        let result = ctx.idaas.fetch_token(&request, (ctx.now)()).await;
-        ctx.metrics
+        let result = self.ctx.idaas.fetch_token(&request, (self.ctx.now)()).await;
+        self.ctx
+            .metrics
             .idaas_request_duration
             .observe(started.elapsed().as_secs_f64());
         result
-    };
+    }
 
-    match result {
-        Ok(fetched) => {
-            ctx.set_failure(&key, None);
-            let claims = &fetched.claims;
-            let raw = fetched.token.expose_secret();
-            let plan = schedule::plan(
+    /// A checked token: write the Secret if it changed, then the event and the status.
+    async fn refreshed(&self, fetch: &Fetch<'_>, fetched: &FetchedToken) -> Result<Action, Error> {
+        let ctx = self.ctx;
+        ctx.set_failure(&self.key, None);
+        let (raw, claims) = (fetched.token.expose_secret(), &fetched.claims);
+        let done = fetch.refreshed(raw, claims);
+        if done.write {
+            let version = fetch.inputs.credentials_version.as_deref();
+            let body = secret::desired(
+                self.token,
+                &self.secret_name,
+                raw,
                 claims.iat,
                 claims.exp,
-                max_age,
-                schedule::stable_jitter(&format!(
-                    "{}/{}",
-                    token.uid().unwrap_or_default(),
-                    claims.iat
-                )),
+                version,
             );
-            // Written when the token, or what it was fetched for, changed.
-            let unchanged = stored
-                .as_ref()
-                .is_some_and(|s| s.token == raw && !changed_input(s));
-            if !unchanged {
-                let body = secret::desired(
-                    &token,
-                    &secret_name,
-                    raw,
-                    claims.iat,
-                    claims.exp,
-                    credentials_version.as_deref(),
-                );
-                secrets
-                    .patch(
-                        &secret_name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(body),
-                    )
-                    .await?;
-                ctx.metrics.secret_writes.inc();
-            }
-            ctx.metrics.refresh(RefreshResult::success, "Refreshed");
-            ctx.token_expiry(&namespace, &name, claims.exp);
-            let message = format!(
-                "token for {} issued {} valid until {}",
-                claims.sub.as_deref().unwrap_or("?"),
-                secret::rfc3339(claims.iat),
-                secret::rfc3339(plan.deadline)
-            );
-            tracing::info!(namespace = %namespace, m2mtoken = %name, iat = claims.iat, exp = claims.exp,
-                refresh_at = plan.refresh_at, written = !unchanged, "token refreshed");
-            publish(
-                &ctx,
-                &token,
-                EventType::Normal,
-                "Refreshed",
-                message.clone(),
-            )
+            let apply = PatchParams::apply(MANAGER).force();
+            self.secrets
+                .patch(&self.secret_name, &apply, &Patch::Apply(body))
+                .await?;
+            ctx.metrics.secret_writes.inc();
+        }
+        ctx.metrics.refresh(RefreshResult::success, "Refreshed");
+        ctx.token_expiry(&self.namespace, &self.name, claims.exp);
+        tracing::info!(namespace = %self.namespace, m2mtoken = %self.name, iat = claims.iat,
+            exp = claims.exp, refresh_at = done.plan.refresh_at, written = done.write,
+            "token refreshed");
+        self.publish(EventType::Normal, "Refreshed", done.message)
             .await;
-            let cond = status::ready_condition(
-                current,
-                true,
-                reason::REFRESHED,
-                &message,
-                generation,
-                now,
-            );
-            let times = TokenTimes {
-                issued_at: claims.iat,
-                expires_at: claims.exp,
-                refresh_at: plan.refresh_at,
-            };
-            patch_status(
-                &tokens,
-                &token,
-                status::build(&token, cond, Some(times), claims.sub.clone(), Some(now)),
+        self.report(&done.report).await?;
+        if let Some(hold) = &done.hold {
+            ctx.set_failure(&self.key, Some(hold));
+        }
+        Ok(Action::requeue(done.requeue))
+    }
+
+    /// No usable token: remember the failure, publish it, and say so in the status.
+    async fn failed(&self, fetch: &Fetch<'_>, err: &RefreshError) -> Result<Action, Error> {
+        let failed = fetch.failed(err, fastrand::f64);
+        self.ctx.set_failure(&self.key, Some(&failed.failure));
+        self.ctx.metrics.refresh(failed.result, &failed.reason);
+        tracing::warn!(namespace = %self.namespace, m2mtoken = %self.name,
+            reason = %failed.reason, error = %err, retry_in = ?failed.delay,
+            "token refresh failed");
+        self.publish(EventType::Warning, failed.event, failed.message)
+            .await;
+        self.report(&failed.report).await?;
+        Ok(Action::requeue(failed.delay))
+    }
+
+    /// Patches the status `report` leads to, unless the M2MToken already has it.
+    async fn report(&self, report: &Report) -> Result<(), Error> {
+        let new = status::next(self.token, report, self.now);
+        if self.token.status.as_ref() == Some(&new) {
+            return Ok(());
+        }
+        self.tokens
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": new })),
             )
             .await?;
-            // The same token again although one was due (a caching server): look again after the
-            // re-check interval, and let no watch event (our own status patch) fetch sooner.
-            let next = if unchanged && now >= plan.refresh_at {
-                ctx.set_failure(
-                    &key,
-                    Some(Failure {
-                        attempts: 0,
-                        retry_at: Instant::now() + ctx.recheck_interval,
-                        generation,
-                        credentials_version: credentials_version.clone(),
-                    }),
-                );
-                ctx.recheck_interval
-            } else {
-                secs_until(now, plan.refresh_at).min(ctx.recheck_interval)
-            };
-            Ok(Action::requeue(next))
-        }
-        Err(err) => {
-            let attempts = ctx.failure(&key).map_or(0, |f| f.attempts);
-            let (reason, result, retry_after, permanent, event) = match &err {
-                RefreshError::Fetch(f) => (
-                    f.reason.clone(),
-                    RefreshResult::failure,
-                    f.retry_after,
-                    f.class == ErrorClass::Permanent,
-                    "RefreshFailed",
-                ),
-                RefreshError::Rejected(c) => (
-                    c.reason().to_owned(),
-                    RefreshResult::rejected,
-                    None,
-                    false,
-                    "TokenRejected",
-                ),
-            };
-            let deadline = stored.as_ref().map(|s| plan_of(s).deadline);
-            let delay = if permanent {
-                ctx.backoff.cap
-            } else {
-                ctx.backoff
-                    .retry_delay(attempts, fastrand::f64(), retry_after, now, deadline)
-            };
-            ctx.set_failure(
-                &key,
-                Some(Failure {
-                    attempts: attempts.saturating_add(1),
-                    retry_at: Instant::now() + delay,
-                    generation,
-                    credentials_version: credentials_version.clone(),
-                }),
-            );
-            ctx.metrics.refresh(result, &reason);
-            let message = format!(
-                "{err}{}; retrying in {}s",
-                stored.as_ref().map(valid_note).unwrap_or_default(),
-                delay.as_secs().max(1)
-            );
-            tracing::warn!(namespace = %namespace, m2mtoken = %name, reason = %reason, error = %err,
-                retry_in = ?delay, "token refresh failed");
-            publish(&ctx, &token, EventType::Warning, event, message.clone()).await;
-            let condition_reason = condition_reason(&reason);
-            set_not_ready(&tokens, &token, &condition_reason, &message, now).await?;
-            Ok(Action::requeue(delay))
+        Ok(())
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Refresh".to_owned(),
+            secondary: None,
+        };
+        let target = self.token.object_ref(&());
+        if let Err(e) = self.ctx.recorder.publish(&event, &target).await {
+            tracing::debug!(error = %e, "cannot publish event");
         }
     }
 }
 
 /// Condition reasons must match `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`.
-pub fn condition_reason(raw: &str) -> String {
-    let mut s: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        s.insert_str(0, "Error_");
-    }
-    s.truncate(1024);
-    s
-}
+pub use super::status::condition_reason;
 
 /// Unexpected errors (the API server): count and retry with backoff, 1 s doubling to 5 minutes.
 pub fn error_policy(token: Arc<M2MToken>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -47,6 +47,14 @@ pub fn plan(iat: i64, exp: i64, max_token_age_secs: i64, jitter: f64) -> Plan {
     }
 }
 
+/// The refresh plan of the token issued at `iat` to the M2MToken with this `uid`: [`plan`] with
+/// the jitter [`stable_jitter`] derives from the uid and `iat`, so it does not change from one
+/// reconcile to the next. Every plan the projector acts on comes from here.
+pub fn plan_for(uid: &str, iat: i64, exp: i64, max_token_age_secs: i64) -> Plan {
+    let jitter = stable_jitter(&format!("{uid}/{iat}"));
+    plan(iat, exp, max_token_age_secs, jitter)
+}
+
 /// A stable number in [0, 1) from a string (the object's uid and the token's iat), so that the
 /// jitter of one token does not change from one reconcile to the next.
 pub fn stable_jitter(seed: &str) -> f64 {
@@ -185,6 +193,13 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(Backoff::default(), Backoff::DEFAULT);
+    }
+
+    #[test]
+    fn plan_for_seeds_the_jitter_with_uid_and_iat() {
+        let p = plan_for("uid-1", 100, 3700, 12 * 3600);
+        assert_eq!(p, plan(100, 3700, 12 * 3600, stable_jitter("uid-1/100")));
+        assert_eq!(p, plan_for("uid-1", 100, 3700, 12 * 3600));
     }
 
     #[test]

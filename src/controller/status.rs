@@ -1,5 +1,6 @@
-//! The M2MToken status and its Ready condition. Pure: the reconciler patches the result only when
-//! it differs from what is there.
+//! The M2MToken status and its Ready condition. Pure: a reconcile describes what it has to say
+//! as a [`Report`], [`next`] turns that into the whole status, and the reconciler patches it only
+//! when it differs from what is there.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -24,6 +25,31 @@ pub fn time(unix: i64) -> Option<Time> {
         .map(Time)
 }
 
+/// Condition reasons must match `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`: anything else
+/// becomes `_`, and a reason that does not start with a letter gets an `Error_` prefix.
+pub fn condition_reason(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        s.insert_str(0, "Error_");
+    }
+    s.truncate(1024);
+    s
+}
+
+/// The Ready condition of a status, if it has one.
+pub fn ready(status: Option<&M2MTokenStatus>) -> Option<&Condition> {
+    status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+}
+
 /// The Ready condition, keeping `lastTransitionTime` when the status does not change.
 pub fn ready_condition(
     current: Option<&M2MTokenStatus>,
@@ -34,7 +60,7 @@ pub fn ready_condition(
     now: i64,
 ) -> Condition {
     let status = if ready { "True" } else { "False" };
-    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let previous = self::ready(current);
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
@@ -55,6 +81,54 @@ pub struct TokenTimes {
     pub issued_at: i64,
     pub expires_at: i64,
     pub refresh_at: i64,
+}
+
+/// What one reconcile says in the status: the Ready condition, and what it knows of the token
+/// the Secret holds. What it leaves `None` stays as the status has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+    /// The times of the token the Secret holds.
+    pub times: Option<TokenTimes>,
+    /// That token's `sub`.
+    pub subject: Option<String>,
+    /// When this reconcile fetched that token (`lastRefreshTime`).
+    pub refreshed_at: Option<i64>,
+}
+
+impl Report {
+    /// Ready=False with a reason and message; nothing else in the status changes.
+    pub fn not_ready(reason: &str, message: &str) -> Self {
+        Report {
+            ready: false,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            times: None,
+            subject: None,
+            refreshed_at: None,
+        }
+    }
+}
+
+/// The M2MToken's status after `report`, at `now`.
+pub fn next(token: &M2MToken, report: &Report, now: i64) -> M2MTokenStatus {
+    let condition = ready_condition(
+        token.status.as_ref(),
+        report.ready,
+        &report.reason,
+        &report.message,
+        token.metadata.generation,
+        now,
+    );
+    build(
+        token,
+        condition,
+        report.times,
+        report.subject.clone(),
+        report.refreshed_at,
+    )
 }
 
 /// Builds the whole status from its parts, carrying over what this update does not set.
@@ -110,5 +184,51 @@ mod tests {
         assert_eq!(same.last_transition_time, first.last_transition_time);
         let flipped = ready_condition(Some(&current), false, "invalid_client", "c", Some(1), 3_000);
         assert_eq!(flipped.last_transition_time, time(3_000).unwrap());
+    }
+
+    #[test]
+    fn condition_reasons_are_cleaned_to_the_allowed_alphabet() {
+        assert_eq!(condition_reason("invalid_client"), "invalid_client");
+        assert_eq!(condition_reason("http_500"), "http_500");
+        assert_eq!(condition_reason("Throttling.User"), "Throttling_User");
+        assert_eq!(condition_reason("500 error"), "Error_500_error");
+        assert_eq!(condition_reason(&"a".repeat(2000)).len(), 1024);
+    }
+
+    #[test]
+    fn a_not_ready_report_keeps_the_token_fields() {
+        let mut token = M2MToken::new(
+            "payments",
+            serde_json::from_value(serde_json::json!({
+                "issuer": "https://issuer.example", "audience": "api://payments",
+                "clientId": "app", "clientAuth": {"secretRef": {"name": "c", "key": "k"}}
+            }))
+            .unwrap(),
+        );
+        token.metadata.generation = Some(3);
+        let fetched = Report {
+            ready: true,
+            reason: reason::REFRESHED.to_owned(),
+            message: "ok".to_owned(),
+            times: Some(TokenTimes {
+                issued_at: 1_000,
+                expires_at: 4_600,
+                refresh_at: 3_400,
+            }),
+            subject: Some("app".to_owned()),
+            refreshed_at: Some(1_000),
+        };
+        token.status = Some(next(&token, &fetched, 1_000));
+        let failed = next(&token, &Report::not_ready("http_500", "down"), 2_000);
+        let before = token.status.as_ref().unwrap();
+        assert_eq!(failed.conditions[0].status, "False");
+        assert_eq!(failed.conditions[0].reason, "http_500");
+        assert_eq!(failed.conditions[0].observed_generation, Some(3));
+        assert_eq!(failed.observed_generation, Some(3));
+        assert_eq!(failed.issued_at, before.issued_at);
+        assert_eq!(failed.expires_at, time(4_600));
+        assert_eq!(failed.refresh_at, before.refresh_at);
+        assert_eq!(failed.last_refresh_time, time(1_000));
+        assert_eq!(failed.subject.as_deref(), Some("app"));
     }
 }

@@ -1,0 +1,869 @@
+//! What one reconcile does, as a pure function of what it observed. [`decide`] says whether the
+//! Secret's token is up to date, a refresh is backing off, a token must be fetched, or the
+//! M2MToken cannot be served, and why; after a fetch, [`Fetch::refreshed`] and [`Fetch::failed`]
+//! say what to write, publish, remember and requeue. Nothing here touches the Kubernetes API,
+//! IDaaS or a clock: the reconciler reads, asks, and carries out the answer.
+
+use std::time::Duration;
+
+use super::schedule::{self, Backoff, Plan};
+use super::secret::{self, StoredToken};
+use super::status::{self, Report, TokenTimes, reason};
+use crate::crd::M2MTokenStatus;
+use crate::idaas::{Credential, ErrorClass, RefreshError, TokenClaims};
+use crate::metrics::RefreshResult;
+
+/// What one reconcile observed about its M2MToken.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Wall clock, Unix seconds.
+    pub now: i64,
+    /// The M2MToken's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The M2MToken's uid; with a token's `iat` it seeds that token's refresh jitter.
+    pub uid: String,
+    /// The M2MToken's current status.
+    pub status: Option<M2MTokenStatus>,
+    /// The failure (or hold-off) remembered for this M2MToken.
+    pub failure: Option<Failure>,
+    /// How often a fresh token's credentials Secret is looked at again.
+    pub recheck_interval: Duration,
+    /// Waits after failures.
+    pub backoff: Backoff,
+    /// What the reads found.
+    pub found: Found,
+}
+
+/// What the reads found. They look at the spec, then the managed Secret, then the credentials
+/// Secret, and stop at the first finding that settles the reconcile.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// `maxTokenAge` is invalid (the message says how); no Secret was read.
+    InvalidSpec { message: String },
+    /// The Secret `spec.secretName` exists and is not this M2MToken's; the credentials Secret was
+    /// not read.
+    ForeignSecret { secret_name: String },
+    /// The credentials Secret cannot be used: a condition reason and a message.
+    CredentialsProblem {
+        reason: &'static str,
+        message: String,
+        stored: Option<StoredToken>,
+    },
+    /// Everything a refresh needs.
+    Inputs(Inputs),
+}
+
+/// What a refresh needs, and what its result is compared with.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// `maxTokenAge`, seconds.
+    pub max_age: i64,
+    /// The token the managed Secret holds (`None`: no Secret yet, or none with a parsable token).
+    pub stored: Option<StoredToken>,
+    pub credential: Credential,
+    /// The credentials Secret's `resourceVersion`.
+    pub credentials_version: Option<String>,
+}
+
+impl Inputs {
+    /// Whether `stored` was fetched for another generation or other credentials (a token written
+    /// without a credentials version does not count as fetched with other credentials).
+    fn changed_since(&self, stored: &StoredToken, generation: Option<i64>) -> bool {
+        stored.generation != generation
+            || (stored.credentials_version.is_some()
+                && stored.credentials_version != self.credentials_version)
+    }
+}
+
+/// A failed refresh remembered for its backoff, or a hold-off after an unchanged token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Failed tries in a row.
+    pub attempts: u32,
+    /// How long until the next try may happen (zero: now).
+    pub retry_in: Duration,
+    /// The generation it failed with: another one is tried at once.
+    pub generation: Option<i64>,
+    /// The credentials version it failed with: other credentials are tried at once.
+    pub credentials_version: Option<String>,
+}
+
+/// What a reconcile does, and why.
+#[derive(Debug)]
+pub enum Decision<'o> {
+    /// `maxTokenAge` is invalid: Ready=False (InvalidSpec) until the spec changes.
+    InvalidSpec { message: String },
+    /// The Secret to write belongs to something else: Ready=False (SecretConflict); look again
+    /// after `retry_in`.
+    SecretConflict { message: String, retry_in: Duration },
+    /// The credentials cannot be used: Ready=False with `reason`; look again after `recheck_in`.
+    CredentialsProblem {
+        reason: &'static str,
+        message: String,
+        recheck_in: Duration,
+    },
+    /// The Secret holds a fresh token fetched for the current inputs: no fetch. Forget any
+    /// failure, report the token in the status, and look again after `requeue` (its refresh
+    /// time or the re-check interval, whichever comes first).
+    UpToDate {
+        report: Report,
+        expires_at: i64,
+        requeue: Duration,
+    },
+    /// A refresh with the same inputs failed (or was held off) a moment ago: wait.
+    BackingOff { wait: Duration },
+    /// Fetch a token.
+    Fetch(Fetch<'o>),
+}
+
+/// Why a token is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The managed Secret holds no token.
+    NoToken,
+    /// The stored token was fetched for another generation or other credentials.
+    InputsChanged,
+    /// The stored token reached its refresh time.
+    Due,
+}
+
+/// A fetch to make; its methods say what to do with the result.
+#[derive(Debug)]
+pub struct Fetch<'o> {
+    pub why: Why,
+    pub inputs: &'o Inputs,
+    observed: &'o Observed,
+}
+
+/// What to do with a token that passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Write the Secret: the token, or what it was fetched for, changed.
+    pub write: bool,
+    pub plan: Plan,
+    /// The note of the Normal event `Refreshed` (also the Ready message).
+    pub message: String,
+    pub report: Report,
+    /// Remember once the status is written: the same token came back although one was due (a
+    /// caching server), so no fetch before the re-check interval, whatever triggers a reconcile.
+    pub hold: Option<Failure>,
+    pub requeue: Duration,
+}
+
+/// What to do after a failed refresh. The Secret stays as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The raw reason (an OAuth error, `http_500`, a failed check), for the metric.
+    pub reason: String,
+    pub result: RefreshResult,
+    /// The reason of the Warning event.
+    pub event: &'static str,
+    /// The note of the Warning event (also the Ready message).
+    pub message: String,
+    pub report: Report,
+    /// Remember at once, for the backoff.
+    pub failure: Failure,
+    /// Look again after this.
+    pub delay: Duration,
+}
+
+/// What to do about the M2MToken, given what was observed.
+pub fn decide(o: &Observed) -> Decision<'_> {
+    match &o.found {
+        Found::InvalidSpec { message } => Decision::InvalidSpec {
+            message: message.clone(),
+        },
+        Found::ForeignSecret { secret_name } => Decision::SecretConflict {
+            message: format!(
+                "Secret {secret_name:?} exists and is not managed by this M2MToken; set spec.secretName to another name or delete that Secret"
+            ),
+            retry_in: o.backoff.cap,
+        },
+        Found::CredentialsProblem {
+            reason,
+            message,
+            stored,
+        } => Decision::CredentialsProblem {
+            reason,
+            message: format!("{message}{}", valid_note(stored.as_ref(), o.now)),
+            recheck_in: o.recheck_interval,
+        },
+        Found::Inputs(inputs) => decide_refresh(o, inputs),
+    }
+}
+
+/// With usable inputs: keep the stored token, wait out a backoff, or fetch.
+fn decide_refresh<'o>(o: &'o Observed, inputs: &'o Inputs) -> Decision<'o> {
+    let why = match &inputs.stored {
+        None => Why::NoToken,
+        Some(s) if inputs.changed_since(s, o.generation) => Why::InputsChanged,
+        Some(s) => {
+            let plan = schedule::plan_for(&o.uid, s.iat, s.exp, inputs.max_age);
+            if o.now < plan.refresh_at {
+                return up_to_date(o, s, &plan);
+            }
+            Why::Due
+        }
+    };
+    let backing_off = o.failure.as_ref().filter(|f| {
+        f.generation == o.generation
+            && f.credentials_version == inputs.credentials_version
+            && !f.retry_in.is_zero()
+    });
+    match backing_off {
+        Some(f) => Decision::BackingOff { wait: f.retry_in },
+        None => Decision::Fetch(Fetch {
+            why,
+            inputs,
+            observed: o,
+        }),
+    }
+}
+
+/// The stored token serves: the status says so, keeping a Ready=True condition's own words.
+fn up_to_date<'o>(o: &Observed, s: &StoredToken, plan: &Plan) -> Decision<'o> {
+    let (reason, message) = match status::ready(o.status.as_ref()).filter(|c| c.status == "True") {
+        Some(c) => (c.reason.clone(), c.message.clone()),
+        None => (
+            reason::TOKEN_VALID.to_owned(),
+            format!(
+                "the Secret holds a valid token until {}",
+                secret::rfc3339(s.exp)
+            ),
+        ),
+    };
+    let report = Report {
+        ready: true,
+        reason,
+        message,
+        times: Some(TokenTimes {
+            issued_at: s.iat,
+            expires_at: s.exp,
+            refresh_at: plan.refresh_at,
+        }),
+        subject: s.sub.clone(),
+        refreshed_at: None,
+    };
+    Decision::UpToDate {
+        report,
+        expires_at: s.exp,
+        requeue: next_look(o, plan.refresh_at),
+    }
+}
+
+impl Fetch<'_> {
+    /// A token came back and passed the checks.
+    pub fn refreshed(&self, raw: &str, claims: &TokenClaims) -> Refreshed {
+        let (o, inputs) = (self.observed, self.inputs);
+        let plan = schedule::plan_for(&o.uid, claims.iat, claims.exp, inputs.max_age);
+        let unchanged = inputs
+            .stored
+            .as_ref()
+            .is_some_and(|s| s.token == raw && !inputs.changed_since(s, o.generation));
+        let message = format!(
+            "token for {} issued {} valid until {}",
+            claims.sub.as_deref().unwrap_or("?"),
+            secret::rfc3339(claims.iat),
+            secret::rfc3339(plan.deadline)
+        );
+        let report = Report {
+            ready: true,
+            reason: reason::REFRESHED.to_owned(),
+            message: message.clone(),
+            times: Some(TokenTimes {
+                issued_at: claims.iat,
+                expires_at: claims.exp,
+                refresh_at: plan.refresh_at,
+            }),
+            subject: claims.sub.clone(),
+            refreshed_at: Some(o.now),
+        };
+        let hold = (unchanged && o.now >= plan.refresh_at).then(|| Failure {
+            attempts: 0,
+            retry_in: o.recheck_interval,
+            generation: o.generation,
+            credentials_version: inputs.credentials_version.clone(),
+        });
+        let requeue = match &hold {
+            Some(_) => o.recheck_interval,
+            None => next_look(o, plan.refresh_at),
+        };
+        Refreshed {
+            write: !unchanged,
+            plan,
+            message,
+            report,
+            hold,
+            requeue,
+        }
+    }
+
+    /// The fetch failed, or its token failed a check. `jitter` (in [0, 1)) is drawn only for a
+    /// transient failure's backoff.
+    pub fn failed(&self, err: &RefreshError, jitter: impl FnOnce() -> f64) -> Failed {
+        let (o, inputs) = (self.observed, self.inputs);
+        let attempts = o.failure.as_ref().map_or(0, |f| f.attempts);
+        let (reason, result, retry_after, permanent, event) = match err {
+            RefreshError::Fetch(f) => (
+                f.reason.clone(),
+                RefreshResult::failure,
+                f.retry_after,
+                f.class == ErrorClass::Permanent,
+                "RefreshFailed",
+            ),
+            RefreshError::Rejected(c) => (
+                c.reason().to_owned(),
+                RefreshResult::rejected,
+                None,
+                false,
+                "TokenRejected",
+            ),
+        };
+        let stored = inputs.stored.as_ref();
+        let delay = if permanent {
+            o.backoff.cap
+        } else {
+            let deadline =
+                stored.map(|s| schedule::plan_for(&o.uid, s.iat, s.exp, inputs.max_age).deadline);
+            o.backoff
+                .retry_delay(attempts, jitter(), retry_after, o.now, deadline)
+        };
+        let message = format!(
+            "{err}{}; retrying in {}s",
+            valid_note(stored, o.now),
+            delay.as_secs().max(1)
+        );
+        Failed {
+            report: Report::not_ready(&status::condition_reason(&reason), &message),
+            failure: Failure {
+                attempts: attempts.saturating_add(1),
+                retry_in: delay,
+                generation: o.generation,
+                credentials_version: inputs.credentials_version.clone(),
+            },
+            reason,
+            result,
+            event,
+            message,
+            delay,
+        }
+    }
+}
+
+/// When to look again at a token refreshed at `refresh_at`: then, or after the re-check interval
+/// if that comes first (the credentials may change in between).
+fn next_look(o: &Observed, refresh_at: i64) -> Duration {
+    let until = Duration::from_secs(refresh_at.saturating_sub(o.now).max(1) as u64);
+    until.min(o.recheck_interval)
+}
+
+/// Added to a Ready=False message while the Secret still holds a token that has not expired.
+fn valid_note(stored: Option<&StoredToken>, now: i64) -> String {
+    match stored {
+        Some(s) if s.exp > now => format!(
+            "; the Secret still holds a token valid until {}",
+            secret::rfc3339(s.exp)
+        ),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idaas::{CheckError, FetchError};
+    use secrecy::SecretString;
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+    const RECHECK: Duration = Duration::from_secs(60);
+
+    fn stored(iat: i64, exp: i64) -> StoredToken {
+        StoredToken {
+            token: "header.claims.signature".to_owned(),
+            iat,
+            exp,
+            sub: Some("app_payments".to_owned()),
+            generation: Some(1),
+            credentials_version: Some("42".to_owned()),
+        }
+    }
+
+    fn inputs(stored: Option<StoredToken>) -> Inputs {
+        Inputs {
+            max_age: 12 * HOUR,
+            stored,
+            credential: Credential::ClientSecretPost {
+                client_secret: SecretString::from("s3cr3t"),
+            },
+            credentials_version: Some("42".to_owned()),
+        }
+    }
+
+    fn observed(found: Found) -> Observed {
+        Observed {
+            now: NOW,
+            generation: Some(1),
+            uid: "uid-1".to_owned(),
+            status: None,
+            failure: None,
+            recheck_interval: RECHECK,
+            backoff: Backoff::DEFAULT,
+            found,
+        }
+    }
+
+    /// With a token in the Secret issued `age` seconds ago, valid for an hour.
+    fn with_token(age: i64) -> Observed {
+        observed(Found::Inputs(inputs(Some(stored(
+            NOW - age,
+            NOW - age + HOUR,
+        )))))
+    }
+
+    fn failure(attempts: u32, retry_in: Duration) -> Failure {
+        Failure {
+            attempts,
+            retry_in,
+            generation: Some(1),
+            credentials_version: Some("42".to_owned()),
+        }
+    }
+
+    fn why(d: Decision<'_>) -> Why {
+        match d {
+            Decision::Fetch(f) => f.why,
+            other => panic!("expected a fetch, got {other:?}"),
+        }
+    }
+
+    fn claims(iat: i64, exp: i64) -> TokenClaims {
+        TokenClaims {
+            alg: "RS256".to_owned(),
+            kid: None,
+            iss: "https://issuer.example".to_owned(),
+            sub: Some("app_payments".to_owned()),
+            aud: vec!["api://payments".to_owned()],
+            iat,
+            exp,
+        }
+    }
+
+    fn fetch_error(class: ErrorClass, reason: &str, retry_after: Option<u64>) -> RefreshError {
+        RefreshError::Fetch(FetchError {
+            class,
+            reason: reason.to_owned(),
+            message: format!("token endpoint answered {reason}"),
+            request_id: None,
+            retry_after: retry_after.map(Duration::from_secs),
+        })
+    }
+
+    #[test]
+    fn an_invalid_spec_is_reported_and_waits_for_a_change() {
+        let o = observed(Found::InvalidSpec {
+            message: "maxTokenAge \"2m\" must be between 1h and 168h".to_owned(),
+        });
+        match decide(&o) {
+            Decision::InvalidSpec { message } => assert!(message.contains("2m"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_foreign_secret_is_a_conflict_looked_at_after_the_backoff_cap() {
+        let o = observed(Found::ForeignSecret {
+            secret_name: "payments".to_owned(),
+        });
+        match decide(&o) {
+            Decision::SecretConflict { message, retry_in } => {
+                assert!(
+                    message.starts_with("Secret \"payments\" exists"),
+                    "{message}"
+                );
+                assert_eq!(retry_in, Backoff::DEFAULT.cap);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_credentials_problem_says_whether_the_stored_token_still_serves() {
+        let problem = |stored| {
+            observed(Found::CredentialsProblem {
+                reason: reason::CREDENTIALS_NOT_FOUND,
+                message: "credentials Secret \"c\" not found".to_owned(),
+                stored,
+            })
+        };
+        let valid = problem(Some(stored(NOW - 60, NOW + 600)));
+        match decide(&valid) {
+            Decision::CredentialsProblem {
+                reason: r,
+                message,
+                recheck_in,
+            } => {
+                assert_eq!(r, reason::CREDENTIALS_NOT_FOUND);
+                assert_eq!(
+                    message,
+                    format!(
+                        "credentials Secret \"c\" not found; the Secret still holds a token valid until {}",
+                        secret::rfc3339(NOW + 600)
+                    )
+                );
+                assert_eq!(recheck_in, RECHECK);
+            }
+            other => panic!("{other:?}"),
+        }
+        for stored in [None, Some(stored(NOW - 2 * HOUR, NOW - HOUR))] {
+            match decide(&problem(stored)) {
+                Decision::CredentialsProblem { message, .. } => {
+                    assert_eq!(message, "credentials Secret \"c\" not found")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_fresh_token_is_up_to_date_and_reported_as_valid() {
+        let o = with_token(60);
+        let Decision::UpToDate {
+            report,
+            expires_at,
+            requeue,
+        } = decide(&o)
+        else {
+            panic!("expected up to date");
+        };
+        let plan = schedule::plan_for("uid-1", NOW - 60, NOW - 60 + HOUR, 12 * HOUR);
+        assert_eq!(expires_at, NOW - 60 + HOUR);
+        assert_eq!(
+            requeue, RECHECK,
+            "the re-check comes before the refresh time"
+        );
+        assert!(report.ready);
+        assert_eq!(report.reason, reason::TOKEN_VALID);
+        assert_eq!(
+            report.message,
+            format!(
+                "the Secret holds a valid token until {}",
+                secret::rfc3339(expires_at)
+            )
+        );
+        assert_eq!(
+            report.times,
+            Some(TokenTimes {
+                issued_at: NOW - 60,
+                expires_at,
+                refresh_at: plan.refresh_at,
+            })
+        );
+        assert_eq!(report.subject.as_deref(), Some("app_payments"));
+        assert_eq!(report.refreshed_at, None);
+    }
+
+    #[test]
+    fn up_to_date_keeps_the_words_of_a_ready_condition_and_requeues_at_the_refresh_time() {
+        let mut o = with_token(60);
+        o.recheck_interval = Duration::from_secs(2 * HOUR as u64);
+        let ready = status::ready_condition(None, true, reason::REFRESHED, "fetched", None, 0);
+        o.status = Some(M2MTokenStatus {
+            conditions: vec![ready],
+            ..M2MTokenStatus::default()
+        });
+        let plan = schedule::plan_for("uid-1", NOW - 60, NOW - 60 + HOUR, 12 * HOUR);
+        let Decision::UpToDate {
+            report, requeue, ..
+        } = decide(&o)
+        else {
+            panic!("expected up to date");
+        };
+        assert_eq!(
+            (report.reason.as_str(), report.message.as_str()),
+            (reason::REFRESHED, "fetched")
+        );
+        assert_eq!(requeue, Duration::from_secs((plan.refresh_at - NOW) as u64));
+
+        // A Ready=False condition is not kept.
+        let not_ready = status::ready_condition(None, false, "http_500", "down", None, 0);
+        o.status = Some(M2MTokenStatus {
+            conditions: vec![not_ready],
+            ..M2MTokenStatus::default()
+        });
+        let Decision::UpToDate { report, .. } = decide(&o) else {
+            panic!("expected up to date");
+        };
+        assert_eq!(report.reason, reason::TOKEN_VALID);
+    }
+
+    #[test]
+    fn an_up_to_date_token_wins_over_a_remembered_failure() {
+        let mut o = with_token(60);
+        o.failure = Some(failure(3, Duration::from_secs(30)));
+        assert!(matches!(decide(&o), Decision::UpToDate { .. }));
+    }
+
+    #[test]
+    fn no_token_is_fetched() {
+        let o = observed(Found::Inputs(inputs(None)));
+        assert_eq!(why(decide(&o)), Why::NoToken);
+    }
+
+    #[test]
+    fn a_due_token_is_fetched() {
+        assert_eq!(why(decide(&with_token(3000))), Why::Due);
+    }
+
+    #[test]
+    fn a_token_past_max_token_age_is_due() {
+        let mut o = with_token(3000);
+        if let Found::Inputs(i) = &mut o.found {
+            i.max_age = HOUR;
+            i.stored = Some(stored(NOW - 3000, NOW + 86_400));
+        }
+        assert_eq!(why(decide(&o)), Why::Due);
+    }
+
+    #[test]
+    fn changed_inputs_fetch_a_fresh_token_at_once() {
+        let mut o = with_token(60);
+        o.generation = Some(2);
+        assert_eq!(why(decide(&o)), Why::InputsChanged);
+
+        let mut o = with_token(60);
+        if let Found::Inputs(i) = &mut o.found {
+            i.credentials_version = Some("43".to_owned());
+        }
+        assert_eq!(why(decide(&o)), Why::InputsChanged);
+
+        // A token written without a credentials version is not taken as changed.
+        let mut o = with_token(60);
+        if let Found::Inputs(Inputs {
+            stored: Some(s), ..
+        }) = &mut o.found
+        {
+            s.credentials_version = None;
+        }
+        assert!(matches!(decide(&o), Decision::UpToDate { .. }));
+    }
+
+    #[test]
+    fn a_recent_failure_with_the_same_inputs_backs_off() {
+        let wait = Duration::from_millis(1500);
+        for mut o in [with_token(3000), observed(Found::Inputs(inputs(None)))] {
+            o.failure = Some(failure(2, wait));
+            match decide(&o) {
+                Decision::BackingOff { wait: w } => assert_eq!(w, wait),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failure_that_passed_or_had_other_inputs_does_not_hold_a_fetch() {
+        let mut o = with_token(3000);
+        o.failure = Some(failure(2, Duration::ZERO));
+        assert_eq!(why(decide(&o)), Why::Due);
+
+        let mut o = with_token(3000);
+        o.failure = Some(Failure {
+            generation: Some(0),
+            ..failure(2, Duration::from_secs(30))
+        });
+        assert_eq!(why(decide(&o)), Why::Due);
+
+        let mut o = with_token(3000);
+        o.failure = Some(Failure {
+            credentials_version: Some("41".to_owned()),
+            ..failure(2, Duration::from_secs(30))
+        });
+        assert_eq!(why(decide(&o)), Why::Due);
+    }
+
+    #[test]
+    fn a_new_token_is_written_and_reported() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let done = fetch.refreshed("new.token.sig", &claims(NOW, NOW + HOUR));
+        let plan = schedule::plan_for("uid-1", NOW, NOW + HOUR, 12 * HOUR);
+        assert!(done.write);
+        assert_eq!(done.plan, plan);
+        assert_eq!(
+            done.message,
+            format!(
+                "token for app_payments issued {} valid until {}",
+                secret::rfc3339(NOW),
+                secret::rfc3339(NOW + HOUR)
+            )
+        );
+        assert_eq!(done.report.reason, reason::REFRESHED);
+        assert_eq!(done.report.message, done.message);
+        assert_eq!(done.report.refreshed_at, Some(NOW));
+        assert_eq!(done.report.subject.as_deref(), Some("app_payments"));
+        assert_eq!(done.report.times.unwrap().refresh_at, plan.refresh_at);
+        assert_eq!(done.hold, None);
+        assert_eq!(done.requeue, RECHECK);
+    }
+
+    #[test]
+    fn a_short_lived_token_is_looked_at_again_at_its_refresh_time() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let done = fetch.refreshed("new.token.sig", &claims(NOW, NOW + 60));
+        assert!(done.plan.refresh_at <= NOW + 40, "{:?}", done.plan);
+        assert_eq!(
+            done.requeue,
+            Duration::from_secs((done.plan.refresh_at - NOW) as u64)
+        );
+    }
+
+    #[test]
+    fn the_same_token_for_changed_inputs_is_written_again() {
+        let mut o = with_token(60);
+        o.generation = Some(2);
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let done = fetch.refreshed("header.claims.signature", &claims(NOW - 60, NOW + 3540));
+        assert!(done.write);
+        assert_eq!(done.hold, None);
+    }
+
+    #[test]
+    fn the_same_token_again_although_one_was_due_holds_off_until_the_recheck() {
+        let o = with_token(3000);
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let done = fetch.refreshed("header.claims.signature", &claims(NOW - 3000, NOW + 600));
+        assert!(!done.write, "the Secret already holds it");
+        assert_eq!(done.hold, Some(failure(0, RECHECK)));
+        assert_eq!(done.requeue, RECHECK);
+        assert_eq!(done.report.refreshed_at, Some(NOW));
+    }
+
+    #[test]
+    fn the_same_token_not_yet_due_is_neither_written_nor_held() {
+        // The server answers with the stored token, whose own claims put its refresh later.
+        let o = with_token(3000);
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let done = fetch.refreshed("header.claims.signature", &claims(NOW - 60, NOW + 3540));
+        assert!(!done.write);
+        assert_eq!(done.hold, None);
+        assert_eq!(done.requeue, RECHECK);
+    }
+
+    #[test]
+    fn a_transient_failure_backs_off_and_keeps_the_secret() {
+        let mut o = with_token(3000);
+        o.failure = Some(failure(3, Duration::ZERO));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let err = fetch_error(ErrorClass::Transient, "http_500", None);
+        let failed = fetch.failed(&err, || 1.0);
+        assert_eq!(failed.delay, Duration::from_secs(8));
+        assert_eq!(failed.failure, failure(4, Duration::from_secs(8)));
+        assert_eq!(failed.result, RefreshResult::failure);
+        assert_eq!(failed.reason, "http_500");
+        assert_eq!(failed.event, "RefreshFailed");
+        assert_eq!(
+            failed.message,
+            format!(
+                "token endpoint answered http_500; the Secret still holds a token valid until {}; retrying in 8s",
+                secret::rfc3339(NOW + 600)
+            )
+        );
+        assert_eq!(
+            failed.report,
+            Report::not_ready("http_500", &failed.message)
+        );
+    }
+
+    #[test]
+    fn a_retry_never_waits_past_the_stored_token_deadline() {
+        let mut o = with_token(HOUR - 5);
+        o.failure = Some(failure(30, Duration::ZERO));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let failed = fetch.failed(&fetch_error(ErrorClass::Transient, "timeout", None), || 1.0);
+        assert_eq!(failed.delay, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let err = fetch_error(ErrorClass::Transient, "http_429", Some(30));
+        let failed = fetch.failed(&err, || 0.0);
+        assert_eq!(failed.delay, Duration::from_secs(30));
+        assert_eq!(failed.failure.attempts, 1);
+        assert!(
+            failed.message.ends_with("; retrying in 30s"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[test]
+    fn a_permanent_failure_retries_at_the_cap_without_drawing_jitter() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let err = fetch_error(ErrorClass::Permanent, "invalid_client", None);
+        let failed = fetch.failed(&err, || panic!("no jitter for a permanent failure"));
+        assert_eq!(failed.delay, Backoff::DEFAULT.cap);
+        assert_eq!(failed.report.reason, "invalid_client");
+        assert!(
+            failed.message.ends_with("; retrying in 300s"),
+            "{}",
+            failed.message
+        );
+        assert!(
+            !failed.message.contains("still holds"),
+            "no token to speak of"
+        );
+    }
+
+    #[test]
+    fn a_rejected_token_is_reported_with_its_check() {
+        let o = with_token(3000);
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let err = RefreshError::Rejected(CheckError::Expired { exp: NOW - 1 });
+        let failed = fetch.failed(&err, || 0.0);
+        assert_eq!(failed.result, RefreshResult::rejected);
+        assert_eq!(failed.event, "TokenRejected");
+        assert_eq!(failed.reason, "Expired");
+        assert_eq!(failed.report.reason, "Expired");
+        assert!(
+            failed.message.starts_with("token rejected ("),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[test]
+    fn a_raw_reason_is_cleaned_for_the_condition_only() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let err = fetch_error(ErrorClass::Permanent, "Throttling.User", None);
+        let failed = fetch.failed(&err, || 0.0);
+        assert_eq!(failed.reason, "Throttling.User");
+        assert_eq!(failed.report.reason, "Throttling_User");
+    }
+}

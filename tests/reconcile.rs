@@ -10,7 +10,6 @@ use base64::Engine as _;
 use common::requeue_after;
 use http::{Method, Request, Response, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
-use idaas_projector::controller::secret;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
@@ -94,8 +93,8 @@ fn managed_secret(token: &str, iat: i64, exp: i64, creds_version: &str) -> Value
             "name": NAME, "namespace": NS, "resourceVersion": "7",
             "labels": {"app.kubernetes.io/managed-by": "idaas-projector", "idaas-projector.io/m2m-token": NAME},
             "annotations": {
-                "idaas-projector.io/issued-at": secret::rfc3339(iat),
-                "idaas-projector.io/expires-at": secret::rfc3339(exp),
+                "idaas-projector.io/issued-at": idaas_projector::time::rfc3339(iat),
+                "idaas-projector.io/expires-at": idaas_projector::time::rfc3339(exp),
                 "idaas-projector.io/generation": "1",
                 "idaas-projector.io/credentials-version": creds_version,
             },
@@ -256,9 +255,15 @@ fn assert_applied_secret(body: &Value) -> String {
     assert_eq!(owner["controller"], true);
     assert_eq!(owner["kind"], "M2MToken");
     let ann = &body["metadata"]["annotations"];
-    assert!(secret::parse_rfc3339(ann["idaas-projector.io/issued-at"].as_str().unwrap()).is_some());
     assert!(
-        secret::parse_rfc3339(ann["idaas-projector.io/expires-at"].as_str().unwrap()).is_some()
+        idaas_projector::time::parse_rfc3339(ann["idaas-projector.io/issued-at"].as_str().unwrap())
+            .is_some()
+    );
+    assert!(
+        idaas_projector::time::parse_rfc3339(
+            ann["idaas-projector.io/expires-at"].as_str().unwrap()
+        )
+        .is_some()
     );
     assert_eq!(ann["idaas-projector.io/credentials-version"], "42");
     let token = base64::engine::general_purpose::STANDARD

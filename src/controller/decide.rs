@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use super::schedule::{self, Backoff, Plan};
-use super::secret::{self, StoredToken};
+use super::secret::StoredToken;
 use super::status::{self, Report, TokenTimes, reason};
 use crate::crd::M2MTokenStatus;
 use crate::idaas::{Credential, ErrorClass, RefreshError, TokenClaims};
 use crate::metrics::RefreshResult;
+use crate::time::rfc3339;
 
 /// What one reconcile observed about its M2MToken.
 #[derive(Debug, Clone)]
@@ -226,10 +227,7 @@ fn up_to_date<'o>(o: &Observed, s: &StoredToken, plan: &Plan) -> Decision<'o> {
         Some(c) => (c.reason.clone(), c.message.clone()),
         None => (
             reason::TOKEN_VALID.to_owned(),
-            format!(
-                "the Secret holds a valid token until {}",
-                secret::rfc3339(s.exp)
-            ),
+            format!("the Secret holds a valid token until {}", rfc3339(s.exp)),
         ),
     };
     let report = Report {
@@ -263,8 +261,8 @@ impl Fetch<'_> {
         let message = format!(
             "token for {} issued {} valid until {}",
             claims.sub.as_deref().unwrap_or("?"),
-            secret::rfc3339(claims.iat),
-            secret::rfc3339(plan.deadline)
+            rfc3339(claims.iat),
+            rfc3339(plan.deadline)
         );
         let report = Report {
             ready: true,
@@ -362,7 +360,7 @@ fn valid_note(stored: Option<&StoredToken>, now: i64) -> String {
     match stored {
         Some(s) if s.exp > now => format!(
             "; the Secret still holds a token valid until {}",
-            secret::rfc3339(s.exp)
+            rfc3339(s.exp)
         ),
         _ => String::new(),
     }
@@ -508,7 +506,7 @@ mod tests {
                     message,
                     format!(
                         "credentials Secret \"c\" not found; the Secret still holds a token valid until {}",
-                        secret::rfc3339(NOW + 600)
+                        rfc3339(NOW + 600)
                     )
                 );
                 assert_eq!(recheck_in, RECHECK);
@@ -548,7 +546,7 @@ mod tests {
             report.message,
             format!(
                 "the Secret holds a valid token until {}",
-                secret::rfc3339(expires_at)
+                rfc3339(expires_at)
             )
         );
         assert_eq!(
@@ -695,8 +693,8 @@ mod tests {
             done.message,
             format!(
                 "token for app_payments issued {} valid until {}",
-                secret::rfc3339(NOW),
-                secret::rfc3339(NOW + HOUR)
+                rfc3339(NOW),
+                rfc3339(NOW + HOUR)
             )
         );
         assert_eq!(done.report.reason, reason::REFRESHED);
@@ -778,7 +776,7 @@ mod tests {
             failed.message,
             format!(
                 "token endpoint answered http_500; the Secret still holds a token valid until {}; retrying in 8s",
-                secret::rfc3339(NOW + 600)
+                rfc3339(NOW + 600)
             )
         );
         assert_eq!(

@@ -93,7 +93,7 @@ impl Context {
             recorder,
             refreshes: Arc::new(Semaphore::new(max_concurrent_refreshes.max(1))),
             recheck_interval,
-            now: unix_now,
+            now: crate::time::unix_now,
             backoff: Backoff::DEFAULT,
             failures: Mutex::new(HashMap::new()),
             api_errors: Mutex::new(HashMap::new()),
@@ -157,11 +157,9 @@ impl Context {
     }
 }
 
-pub use crate::time::unix_now;
-
 /// Parses `maxTokenAge` (1h..168h).
 pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
+    let d = crate::time::parse_duration(s)
         .map_err(|_| format!("maxTokenAge {s:?} is not a duration such as 12h"))?;
     if d < Duration::from_secs(3600) || d > Duration::from_secs(168 * 3600) {
         return Err(format!("maxTokenAge {s:?} must be between 1h and 168h"));

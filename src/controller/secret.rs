@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::crd::M2MToken;
 use crate::idaas::jwt;
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// Key of the token in the Secret.
 pub const TOKEN_KEY: &str = "token";
@@ -31,20 +32,6 @@ pub const CREDENTIALS_VERSION: &str = "idaas-projector.io/credentials-version";
 /// The label selector of managed Secrets (the controller watches only these).
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGER}")
-}
-
-/// RFC 3339, seconds precision, UTC.
-pub fn rfc3339(unix: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(unix)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| unix.to_string())
-}
-
-/// Parses RFC 3339 into Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    s.parse::<k8s_openapi::jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_second())
 }
 
 /// What the projector needs to know about the token a Secret holds.

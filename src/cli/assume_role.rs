@@ -6,13 +6,12 @@
 //! The token itself is never printed or logged.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{CommandError, OutputFormat, parse_duration};
-use crate::http::{Timeouts, error_chain};
+use super::{CommandError, HttpArgs, OutputFormat};
+use crate::http::error_chain;
 use crate::idaas::jwt::{self, TokenClaims};
 use crate::ram::names::{
     MAX_SESSION_DURATION_SECS, MIN_SESSION_DURATION_SECS, is_region_id, is_session_name,
@@ -56,9 +55,6 @@ pub struct AssumeRoleArgs {
     /// With --sts-region: the VPC endpoint https://sts-vpc.<region>.aliyuncs.com.
     #[arg(long, env = "IDAAS_PROJECTOR_VPC", requires = "sts_region")]
     pub vpc: bool,
-    /// PEM CA certificates trusted on top of the system roots.
-    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
     /// Also print the AccessKeyId in full, the AccessKeySecret and the SecurityToken.
     #[arg(long, env = "IDAAS_PROJECTOR_SHOW_SECRETS")]
     pub show_secrets: bool,
@@ -70,9 +66,8 @@ pub struct AssumeRoleArgs {
         default_value = "text"
     )]
     pub output: OutputFormat,
-    /// Total timeout of the call.
-    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 fn usage(m: impl Into<String>) -> CommandError {
@@ -108,19 +103,6 @@ pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, CommandError> {
         )));
     }
     Ok(url.to_string())
-}
-
-fn http_client(args: &AssumeRoleArgs) -> Result<reqwest::Client, CommandError> {
-    let roots = match &args.ca_file {
-        Some(path) => crate::http::load_ca_file(path).map_err(usage)?,
-        None => Vec::new(),
-    };
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(5).min(args.request_timeout),
-        request: args.request_timeout,
-    };
-    crate::http::client(timeouts, &roots)
-        .map_err(|e| CommandError::Failed(format!("cannot build the HTTP client: {e}")))
 }
 
 /// `STS.NT***`: the first six characters and a mark.
@@ -188,7 +170,7 @@ fn prepare(args: &AssumeRoleArgs) -> Result<Call, CommandError> {
 /// Runs the command: prints the result on stdout, or returns the explanation.
 pub async fn run(args: AssumeRoleArgs) -> Result<(), CommandError> {
     let call = prepare(&args)?;
-    let client = http_client(&args)?;
+    let client = args.http.client()?;
     let nonce = format!("{:032x}", fastrand::u128(..));
     let timestamp = rfc3339(unix_now());
     let duration = args.duration.to_string();

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use super::{CommandError, OutputFormat, parse_duration};
+use super::{CommandError, HttpArgs, OutputFormat, parse_duration};
 use crate::http::display_url;
 use crate::idaas::jwt;
-use crate::idaas::{HttpConfig, IdaasClient, TokenClaims};
+use crate::idaas::{IdaasClient, TokenClaims};
 use crate::ram::claims::{ACCEPTED_ALGORITHMS, CHECKS, Check, IAT_LEEWAY_SECS, Outcome, Rules};
 use crate::ram::code;
 use crate::time::{rfc3339, unix_now};
@@ -41,9 +41,6 @@ pub struct CheckArgs {
     /// token's iss), else {issuer}/jwks.
     #[arg(long, env = "IDAAS_PROJECTOR_JWKS_URI")]
     pub jwks_uri: Option<String>,
-    /// PEM CA certificates trusted on top of the system roots.
-    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
     /// Output format.
     #[arg(
         long,
@@ -52,28 +49,14 @@ pub struct CheckArgs {
         default_value = "text"
     )]
     pub output: OutputFormat,
-    /// Connect timeout of the discovery and JWKS requests.
-    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Total timeout of one request.
-    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenSummary {
-    pub alg: String,
-    pub kid: Option<String>,
-    pub iss: String,
-    pub sub: Option<String>,
-    pub aud: Vec<String>,
-    pub iat: i64,
-    pub exp: i64,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub token: Option<TokenSummary>,
+    /// The token's header and claims (never the token or its signature).
+    pub token: Option<TokenClaims>,
     pub checks: Vec<Check>,
     pub ok: bool,
 }
@@ -95,11 +78,7 @@ async fn signature_check(
             ),
         ));
     }
-    let client = IdaasClient::new(&HttpConfig {
-        connect_timeout: args.connect_timeout,
-        timeout: args.request_timeout,
-        ca_file: args.ca_file.clone(),
-    })
+    let client = IdaasClient::new(&args.http.config())
     .map_err(|e| CommandError::Usage(e.to_string()))?;
     let not_checked = |why: String| {
         Ok(Check::new(
@@ -193,15 +172,7 @@ pub async fn evaluate(args: &CheckArgs, token: &str, now: i64) -> Result<Report,
     checks.push(signature_check(args, token, &claims).await?);
     let ok = !checks.iter().any(|c| c.result == Outcome::Fail);
     Ok(Report {
-        token: Some(TokenSummary {
-            alg: claims.alg,
-            kid: claims.kid,
-            iss: claims.iss,
-            sub: claims.sub,
-            aud: claims.aud,
-            iat: claims.iat,
-            exp: claims.exp,
-        }),
+        token: Some(claims),
         checks,
         ok,
     })

@@ -1,14 +1,12 @@
 //! `controller`: the token projector alone (leader-elected through a Lease). Its flag group is
 //! shared with `serve`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{CommandError, ServerArgs, parse_duration};
+use super::{CommandError, HttpArgs, ServerArgs, parse_duration};
 use crate::controller::{LeaseSettings, Settings};
-use crate::idaas::HttpConfig;
 use crate::process::Projector;
 
 #[derive(Debug, Args)]
@@ -61,15 +59,8 @@ pub struct ProjectorArgs {
     /// This replica's identity in the Lease (the chart sets the pod name); default: the hostname.
     #[arg(long, env = "IDAAS_PROJECTOR_IDENTITY")]
     pub identity: Option<String>,
-    /// Connect timeout of calls to IDaaS.
-    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Total timeout of one call to IDaaS.
-    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-    /// PEM CA certificates trusted for IDaaS on top of the system roots.
-    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 impl ProjectorArgs {
@@ -101,11 +92,7 @@ impl ProjectorArgs {
         };
         Projector {
             controller,
-            idaas: HttpConfig {
-                connect_timeout: self.connect_timeout,
-                timeout: self.request_timeout,
-                ca_file: self.ca_file.clone(),
-            },
+            idaas: self.http.config(),
         }
     }
 }

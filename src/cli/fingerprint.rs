@@ -11,7 +11,6 @@
 //! `--compare FP` (repeatable) plans a rotation: it fails (exit 1) when the marked certificate of
 //! some host is none of the given fingerprints, that is when RAM's IdP must be updated first.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use clap::Args;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 
-use super::{CommandError, OutputFormat, parse_duration};
-use crate::http::{Timeouts, display_url, error_chain};
+use super::{CommandError, HttpArgs, OutputFormat};
+use crate::http::{display_url, error_chain};
 use crate::time::rfc3339;
 
 #[derive(Debug, Args)]
@@ -36,9 +35,6 @@ pub struct FingerprintArgs {
         value_delimiter = ','
     )]
     pub compare: Vec<String>,
-    /// PEM CA certificates trusted on top of the system roots.
-    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
     /// Do not read the OIDC discovery document (only the issuer's own host is shown).
     #[arg(long, env = "IDAAS_PROJECTOR_NO_DISCOVERY")]
     pub no_discovery: bool,
@@ -50,12 +46,8 @@ pub struct FingerprintArgs {
         default_value = "text"
     )]
     pub output: OutputFormat,
-    /// Timeout of DNS, TCP connect and TLS handshake, each.
-    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Total timeout of the discovery request.
-    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// One certificate as the server sent it.
@@ -287,16 +279,8 @@ async fn inspect(
 }
 
 /// The `jwks_uri` of the issuer's discovery document; `Ok(None)` when none is served (404).
-async fn discover_jwks_uri(
-    args: &FingerprintArgs,
-    extra: &[CertificateDer<'static>],
-) -> Result<Option<String>, CommandError> {
-    let timeouts = Timeouts {
-        connect: args.connect_timeout,
-        request: args.request_timeout,
-    };
-    let http = crate::http::client(timeouts, extra)
-        .map_err(|e| CommandError::Failed(format!("HTTP client: {e}")))?;
+async fn discover_jwks_uri(args: &FingerprintArgs) -> Result<Option<String>, CommandError> {
+    let http = args.http.client()?;
     let url = format!(
         "{}/.well-known/openid-configuration",
         args.url.trim_end_matches('/')
@@ -369,16 +353,16 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
         .map(|s| normalize_fingerprint(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CommandError::Usage)?;
-    let extra = match &args.ca_file {
+    let extra = match &args.http.ca_file {
         Some(path) => crate::http::load_ca_file(path).map_err(CommandError::Usage)?,
         None => Vec::new(),
     };
     let config = Arc::new(tls_config(&extra)?);
 
-    let issuer = inspect(config.clone(), "issuer", &args.url, args.connect_timeout).await?;
+    let issuer = inspect(config.clone(), "issuer", &args.url, args.http.connect_timeout).await?;
     let mut reports = vec![issuer];
     if !args.no_discovery {
-        match discover_jwks_uri(&args, &extra).await? {
+        match discover_jwks_uri(&args).await? {
             None => eprintln!(
                 "note: the issuer serves no OIDC discovery document (404); only its own host is shown"
             ),
@@ -387,7 +371,7 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
                 Ok((_, host, port, _)) => {
                     if (host.as_str(), port) != (reports[0].host.as_str(), reports[0].port) {
                         reports.push(
-                            inspect(config.clone(), "jwks_uri", &jwks_uri, args.connect_timeout)
+                            inspect(config.clone(), "jwks_uri", &jwks_uri, args.http.connect_timeout)
                                 .await?,
                         );
                     }

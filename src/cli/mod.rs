@@ -125,6 +125,45 @@ impl ServerArgs {
     }
 }
 
+/// Outbound HTTPS flags of the commands that call IDaaS, an issuer or STS.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// PEM CA certificates trusted on top of the system roots.
+    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Connect timeout of each request (DNS, TCP connect and TLS handshake).
+    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Total timeout of each request.
+    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl HttpArgs {
+    /// The IDaaS client's settings.
+    pub fn config(&self) -> crate::idaas::HttpConfig {
+        crate::idaas::HttpConfig {
+            connect_timeout: self.connect_timeout,
+            timeout: self.request_timeout,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+
+    /// A plain client with these settings; a bad CA file is bad usage.
+    pub fn client(&self) -> Result<reqwest::Client, CommandError> {
+        let roots = match &self.ca_file {
+            Some(path) => crate::http::load_ca_file(path).map_err(CommandError::Usage)?,
+            None => Vec::new(),
+        };
+        let timeouts = crate::http::Timeouts {
+            connect: self.connect_timeout,
+            request: self.request_timeout,
+        };
+        crate::http::client(timeouts, &roots)
+            .map_err(|e| CommandError::Failed(format!("cannot build the HTTP client: {e}")))
+    }
+}
+
 /// Output format of the operator commands (`check`, `fingerprint`, `assume-role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

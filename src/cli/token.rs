@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{CommandError, parse_duration};
+use super::{CommandError, HttpArgs, parse_duration};
 use crate::controller::schedule;
-use crate::idaas::{Credential, FetchedToken, HttpConfig, IdaasClient, TokenRequest};
+use crate::idaas::{Credential, FetchedToken, IdaasClient, TokenRequest};
 use crate::time::{rfc3339, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
 
@@ -65,9 +65,6 @@ pub struct TokenArgs {
     /// JWKS URL; default: OIDC discovery, else {issuer}/jwks.
     #[arg(long, env = "IDAAS_PROJECTOR_JWKS_URI")]
     pub jwks_uri: Option<String>,
-    /// PEM CA certificates trusted on top of the system roots.
-    #[arg(long, env = "IDAAS_PROJECTOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
     /// RAM's "earliest issuance time allowed" (1h..168h).
     #[arg(long, env = "IDAAS_PROJECTOR_MAX_TOKEN_AGE", default_value = "12h", value_parser = parse_duration)]
     pub max_token_age: Duration,
@@ -80,12 +77,8 @@ pub struct TokenArgs {
     /// Print the token itself on stdout.
     #[arg(long, env = "IDAAS_PROJECTOR_SHOW_TOKEN")]
     pub show_token: bool,
-    /// Connect timeout.
-    #[arg(long, env = "IDAAS_PROJECTOR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Total timeout of one call.
-    #[arg(long, env = "IDAAS_PROJECTOR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, CommandError> {
@@ -169,11 +162,7 @@ fn summary(t: &FetchedToken, max_age: i64) -> String {
 /// Runs `token`.
 pub async fn run(args: TokenArgs) -> Result<(), CommandError> {
     let req = request(&args)?;
-    let client = IdaasClient::new(&HttpConfig {
-        connect_timeout: args.connect_timeout,
-        timeout: args.request_timeout,
-        ca_file: args.ca_file.clone(),
-    })
+    let client = IdaasClient::new(&args.http.config())
     .map_err(|e| CommandError::Usage(e.to_string()))?;
     let max_age = args.max_token_age.as_secs() as i64;
 

@@ -15,7 +15,7 @@ use super::CheckError;
 pub use crate::ram::claims::{ACCEPTED_ALGORITHMS, Expectations, check_claims};
 
 /// The claims the projector and RAM care about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenClaims {
     pub alg: String,
     pub kid: Option<String>,

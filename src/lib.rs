@@ -17,6 +17,8 @@ pub mod fingerprint;
 pub mod idaas;
 pub mod metrics;
 pub mod run;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token_command;
 pub mod wait;
 pub mod webhook;

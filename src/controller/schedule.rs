@@ -70,7 +70,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// 1 s doubling to 5 minutes, as DESIGN.md sets.
+    /// 1 s doubling to 5 minutes, as docs/design.md sets.
     pub const DEFAULT: Backoff = Backoff {
         base: BACKOFF_BASE,
         cap: BACKOFF_CAP,

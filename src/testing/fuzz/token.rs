@@ -1,6 +1,6 @@
-//! The `token_response` fuzz harness, shared by `fuzz/fuzz_targets/token_response.rs` and
-//! `tests/fuzz_regressions.rs` (included with `#[path]`), so a crash found by the fuzzer replays
-//! through exactly the same code under plain `cargo test`.
+//! The `token_response` fuzz harness, run by `fuzz/fuzz_targets/token_response.rs` and by
+//! `tests/fuzz_regressions.rs`, so a crash found by the fuzzer replays through exactly the same
+//! code under plain `cargo test`.
 //!
 //! Input: a token endpoint response body, optionally followed by a NUL byte and a JWKS body.
 //! The body goes through [`parse_token_response`]; its `access_token` through
@@ -12,8 +12,8 @@
 //! output quotes the canary. A token that verifies against the fixed keys must also decode (only
 //! the seeds are signed with them).
 
-use idaas_projector::idaas::client::parse_token_response;
-use idaas_projector::idaas::jwt::{self, Expectations};
+use crate::idaas::client::parse_token_response;
+use crate::idaas::jwt::{self, Expectations};
 use jsonwebtoken::jwk::JwkSet;
 use secrecy::{ExposeSecret as _, SecretString};
 

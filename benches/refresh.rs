@@ -14,7 +14,9 @@ use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::testing::{emulator, fake_kube, install_provider, reconcile_context};
+use idaas_projector::testing::{
+    emulator, fake_kube, install_provider, not_found, reconcile_context,
+};
 use serde_json::json;
 
 #[derive(Default)]
@@ -94,8 +96,7 @@ fn main() {
                 }
                 Method::GET => {
                     c.gets.fetch_add(1, Ordering::Relaxed);
-                    (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1",
-                        "status": "Failure", "reason": "NotFound", "code": 404}))
+                    (StatusCode::NOT_FOUND, not_found())
                 }
                 Method::PATCH if path.ends_with("/status") => {
                     c.status_patches.fetch_add(1, Ordering::Relaxed);

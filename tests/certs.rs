@@ -12,7 +12,7 @@ use common::mock_api::{self, MockApi};
 use http::{Method, StatusCode};
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
-use idaas_projector::testing::install_provider;
+use idaas_projector::testing::{install_provider, not_found};
 use idaas_projector::webhook::certs::{self, CertManager, Settings};
 use idaas_projector::webhook::tls::CertStore;
 use serde_json::{Value, json};
@@ -45,10 +45,6 @@ fn manager() -> (CertManager, MockApi, Arc<CertStore>, Arc<Readiness>) {
         readiness.clone(),
     );
     (m, api, store, readiness)
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
 }
 
 fn mwc(ca_bundle: Option<&str>) -> Value {

@@ -27,7 +27,7 @@ use idaas_projector::controller::schedule::Backoff;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest, jwt};
-use idaas_projector::testing::{self, fake_kube, install_provider, reconcile_context};
+use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use idaas_projector::unix_now;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -292,8 +292,6 @@ impl FakeApi {
     }
 
     fn answer(&self, method: &Method, path: &str, sent: Value) -> (StatusCode, Value) {
-        let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": "NotFound", "code": 404});
         match *method {
             Method::GET if path.ends_with("/secrets/drill-credentials") => (
                 StatusCode::OK,
@@ -304,7 +302,7 @@ impl FakeApi {
             Method::GET if path.ends_with("/secrets/app-token") => {
                 match self.secret.lock().unwrap().clone() {
                     Some(s) => (StatusCode::OK, s),
-                    None => (StatusCode::NOT_FOUND, not_found),
+                    None => (StatusCode::NOT_FOUND, not_found()),
                 }
             }
             Method::PATCH if path.ends_with("/status") => {
@@ -323,7 +321,7 @@ impl FakeApi {
                 (StatusCode::OK, json!({}))
             }
             Method::POST => (StatusCode::CREATED, sent),
-            _ => (StatusCode::NOT_FOUND, not_found),
+            _ => (StatusCode::NOT_FOUND, not_found()),
         }
     }
 }

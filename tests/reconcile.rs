@@ -104,11 +104,9 @@ fn credentials_secret() -> Value {
 }
 
 fn not_found(name: &str) -> (StatusCode, Value) {
-    (
-        StatusCode::NOT_FOUND,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "code": 404}),
-    )
+    let mut status = testing::not_found();
+    status["message"] = json!(format!("secrets \"{name}\" not found"));
+    (StatusCode::NOT_FOUND, status)
 }
 
 struct Harness {

@@ -17,7 +17,7 @@ use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::testing::{fake_kube, install_provider, reconcile_context};
+use idaas_projector::testing::{fake_kube, install_provider, not_found, reconcile_context};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -114,7 +114,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
                     ),
                     Method::GET => (
                         StatusCode::NOT_FOUND,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                        not_found(),
                     ),
                     Method::PATCH if path.ends_with("/status") => {
                         let mut t = serde_json::to_value(m2mtoken("https://x", ClientAuthMethod::ClientSecretPost)).unwrap();

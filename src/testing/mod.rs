@@ -10,7 +10,7 @@
 //!   Tests of one component that assert each request in order use the `tower_test` mock in
 //!   `tests/common/mock_api.rs` instead.
 //! - [`emulator`] and [`reconcile_context`]: the IDaaS emulator and the reconciler's context as
-//!   those tests set them up.
+//!   those tests set them up; [`not_found`], the API server's 404 answer.
 
 pub mod fuzz;
 
@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::controller::reconcile::Context;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
@@ -78,6 +78,11 @@ where
         }
     });
     kube::Client::new(service, "default")
+}
+
+/// The API server's answer (with 404) to a request for an object that does not exist.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
 }
 
 /// The reconciler's context over `client`: at most `max_concurrent_refreshes` calls to IDaaS at

@@ -4,7 +4,7 @@
 //! then asserts that nothing else was sent.
 //!
 //! Tests of the projector as a whole, which only need an API that keeps answering, use
-//! [`fake_kube`](super::fake_kube) instead.
+//! [`fake_kube`](idaas_projector::testing::fake_kube) instead.
 
 use std::time::Duration;
 

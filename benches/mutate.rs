@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("parse only/3-container pod (serde_json::Value)", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
     });
-    // The bodies bench/admission.sh sends, when bench/make_review.py is at hand.
+    // The bodies benches/admission.sh sends, when benches/make_review.py is at hand.
     for size in [4096, 65536] {
         let Some(body) = load_test_body(size) else {
             continue;
@@ -102,11 +102,14 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// The AdmissionReview of about `size` bytes that bench/make_review.py writes.
+/// The AdmissionReview of about `size` bytes that benches/make_review.py writes.
 fn load_test_body(size: usize) -> Option<Vec<u8>> {
     let out = std::env::temp_dir().join(format!("idaas-projector-bench-review-{size}.json"));
     let ok = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/make_review.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/make_review.py"
+        ))
         .arg(size.to_string())
         .arg(&out)
         .stdout(std::process::Stdio::null())

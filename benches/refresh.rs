@@ -9,17 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use base64::Engine as _;
 use http::{Method, StatusCode};
-use idaas_projector::controller::reconcile::{Context, reconcile};
+use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
-use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::metrics::Metrics;
-use kube::runtime::events::{Recorder, Reporter};
+use idaas_projector::testing::{
+    emulator, fake_kube, install_provider, not_found, reconcile_context,
+};
 use serde_json::json;
 
 #[derive(Default)]
@@ -69,7 +66,7 @@ fn token(i: usize, issuer: &str) -> M2MToken {
 }
 
 fn main() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_provider();
     let n = arg("--tokens", 1000) as usize;
     let latency = Duration::from_millis(arg("--latency-ms", 50));
     let concurrency = arg("--concurrency", 16) as usize;
@@ -78,21 +75,18 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let emu = IdaasEmulator::start(EmulatorConfig {
-            client_id: "app_bench".into(),
-            client_secret: "bench-secret".into(),
-            audience: "api://bench".into(),
-            scopes_granted: vec![".all".into()],
-            token_lifetime: Duration::from_secs(3600),
-            client_public_key_pem: None,
-        })
-        .await
-        .unwrap();
+        let emu = emulator(
+            "app_bench",
+            "bench-secret",
+            "api://bench",
+            Duration::from_secs(3600),
+        )
+        .await;
         emu.set_latency(latency);
 
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
-        let client = common::fake_kube(move |method, path, sent| {
+        let client = fake_kube(move |method, path, sent| {
             match *method {
                 Method::GET if path.ends_with("/secrets/bench-credentials") => {
                     c.gets.fetch_add(1, Ordering::Relaxed);
@@ -102,8 +96,7 @@ fn main() {
                 }
                 Method::GET => {
                     c.gets.fetch_add(1, Ordering::Relaxed);
-                    (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1",
-                        "status": "Failure", "reason": "NotFound", "code": 404}))
+                    (StatusCode::NOT_FOUND, not_found())
                 }
                 Method::PATCH if path.ends_with("/status") => {
                     c.status_patches.fetch_add(1, Ordering::Relaxed);
@@ -121,23 +114,9 @@ fn main() {
                 }
             }
         });
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "idaas-projector".into(),
-                instance: None,
-            },
-        );
         let idaas = IdaasClient::new(&HttpConfig::default()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let ctx = Arc::new(Context::new(
-            client,
-            idaas,
-            metrics.clone(),
-            recorder,
-            concurrency,
-            Duration::from_secs(60),
-        ));
+        let ctx = Arc::new(reconcile_context(client, idaas, concurrency));
+        let metrics = ctx.metrics.clone();
         let issuer = emu.issuer();
         let tokens: Vec<Arc<M2MToken>> = (0..n).map(|i| Arc::new(token(i, &issuer))).collect();
 

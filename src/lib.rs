@@ -15,6 +15,8 @@
 //! - [`admin`], [`metrics`], [`http`], [`time`]: health and metrics, outbound HTTPS, clock and
 //!   formats.
 //! - [`cli`]: the commands; the only module that knows the command line.
+//! - `testing` (feature `testing`, tests, benches and fuzz targets only): shared fixtures and
+//!   the fuzz harnesses.
 
 pub mod admin;
 pub mod cli;
@@ -26,6 +28,8 @@ pub mod idaas;
 pub mod metrics;
 pub mod process;
 pub mod ram;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod token_file;
 pub mod wait;

@@ -2,20 +2,20 @@
 //! the Secret and sets caBundle; a replica that finds both in place only reads; a rotation keeps
 //! the old CA in the bundle until the switch.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{Method, Request, Response, StatusCode};
+use common::mock_api::{self, MockApi};
+use http::{Method, StatusCode};
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
+use idaas_projector::testing::{install_provider, not_found};
 use idaas_projector::webhook::certs::{self, CertManager, Settings};
 use idaas_projector::webhook::tls::CertStore;
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const SECRET_PATH: &str = "/api/v1/namespaces/idaas-projector/secrets/idaas-projector-webhook-tls";
 const SECRETS_PATH: &str = "/api/v1/namespaces/idaas-projector/secrets";
@@ -32,10 +32,9 @@ fn settings() -> Settings {
     }
 }
 
-fn manager() -> (CertManager, Handle, Arc<CertStore>, Arc<Readiness>) {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+fn manager() -> (CertManager, MockApi, Arc<CertStore>, Arc<Readiness>) {
+    install_provider();
+    let (client, api) = mock_api::pair();
     let store = Arc::new(CertStore::default());
     let readiness = Arc::new(Readiness::default());
     let m = CertManager::new(
@@ -45,56 +44,7 @@ fn manager() -> (CertManager, Handle, Arc<CertStore>, Arc<Readiness>) {
         Arc::new(Metrics::new()),
         readiness.clone(),
     );
-    (m, handle, store, readiness)
-}
-
-async fn expect(
-    handle: &mut Handle,
-    method: Method,
-    path: &str,
-    status: StatusCode,
-    answer: Value,
-) -> (String, Value) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
-        .unwrap();
-    assert_eq!(request.method(), method, "{}", request.uri());
-    assert_eq!(request.uri().path(), path);
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let bytes = http_body_util::BodyExt::collect(request.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let body: Value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    let answer = if answer.is_null() {
-        body.clone()
-    } else {
-        answer
-    };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    (query, body)
-}
-
-async fn expect_no_more(handle: &mut Handle) {
-    if let Ok(Some((r, _))) =
-        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
-    {
-        panic!("unexpected request {} {}", r.method(), r.uri());
-    }
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+    (m, api, store, readiness)
 }
 
 fn mwc(ca_bundle: Option<&str>) -> Value {
@@ -141,24 +91,14 @@ fn decode(v: &Value) -> String {
 
 #[tokio::test]
 async fn first_start_creates_the_secret_and_sets_ca_bundle() {
-    let (m, mut handle, store, readiness) = manager();
+    let (m, mut api, store, readiness) = manager();
     let task = tokio::spawn(async move { m.sync_once().await.map(|_| m) });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::NOT_FOUND,
-        not_found(),
-    )
-    .await;
-    let (_, secret) = expect(
-        &mut handle,
-        Method::POST,
-        SECRETS_PATH,
-        StatusCode::CREATED,
-        Value::Null,
-    )
-    .await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::NOT_FOUND, not_found())
+        .await;
+    let secret = api
+        .expect_echo(Method::POST, SECRETS_PATH, StatusCode::CREATED)
+        .await
+        .body;
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert_eq!(secret["metadata"]["name"], "idaas-projector-webhook-tls");
     for key in [
@@ -171,26 +111,18 @@ async fn first_start_creates_the_secret_and_sets_ca_bundle() {
         assert!(secret["data"][key].is_string(), "{key}");
     }
     let bundle = decode(&secret["data"]["ca.crt"]);
-    expect(
-        &mut handle,
-        Method::GET,
-        MWC_PATH,
-        StatusCode::OK,
-        mwc(None),
-    )
-    .await;
-    let (query, applied) = expect(
-        &mut handle,
-        Method::PATCH,
-        MWC_PATH,
-        StatusCode::OK,
-        mwc(Some(&b64(&bundle))),
-    )
-    .await;
-    assert!(
-        query.contains("fieldManager=idaas-projector") && query.contains("force=true"),
-        "{query}"
-    );
+    api.expect(Method::GET, MWC_PATH, StatusCode::OK, mwc(None))
+        .await;
+    let apply = api
+        .expect(
+            Method::PATCH,
+            MWC_PATH,
+            StatusCode::OK,
+            mwc(Some(&b64(&bundle))),
+        )
+        .await;
+    apply.assert_query(&["fieldManager=idaas-projector", "force=true"]);
+    let applied = apply.body;
     assert_eq!(applied["webhooks"][0]["name"], "pods.idaas-projector.io");
     assert_eq!(
         applied["webhooks"][0]["clientConfig"]["caBundle"],
@@ -202,7 +134,7 @@ async fn first_start_creates_the_secret_and_sets_ca_bundle() {
         "only the name and caBundle are applied"
     );
     task.await.unwrap().unwrap();
-    expect_no_more(&mut handle).await;
+    api.expect_no_more().await;
     assert!(store.is_loaded());
     let _ = readiness;
 }
@@ -211,18 +143,11 @@ async fn first_start_creates_the_secret_and_sets_ca_bundle() {
 async fn a_replica_that_finds_everything_in_place_only_reads() {
     let material = fresh_material();
     let secret = secret_json(&material);
-    let (m, mut handle, store, _) = manager();
+    let (m, mut api, store, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::OK,
-        secret,
-    )
-    .await;
-    expect(
-        &mut handle,
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret)
+        .await;
+    api.expect(
         Method::GET,
         MWC_PATH,
         StatusCode::OK,
@@ -230,7 +155,7 @@ async fn a_replica_that_finds_everything_in_place_only_reads() {
     )
     .await;
     task.await.unwrap().unwrap();
-    expect_no_more(&mut handle).await;
+    api.expect_no_more().await;
     assert!(store.is_loaded(), "serves the pair read from the Secret");
 }
 
@@ -238,28 +163,14 @@ async fn a_replica_that_finds_everything_in_place_only_reads() {
 async fn losing_the_create_race_takes_the_other_replicas_secret() {
     let material = fresh_material();
     let secret = secret_json(&material);
-    let (m, mut handle, store, _) = manager();
+    let (m, mut api, store, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::NOT_FOUND,
-        not_found(),
-    )
-    .await;
-    expect(&mut handle, Method::POST, SECRETS_PATH, StatusCode::CONFLICT,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409})).await;
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::OK,
-        secret,
-    )
-    .await;
-    expect(
-        &mut handle,
+    api.expect(Method::GET, SECRET_PATH, StatusCode::NOT_FOUND, not_found())
+        .await;
+    api.expect(Method::POST, SECRETS_PATH, StatusCode::CONFLICT, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409})).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret)
+        .await;
+    api.expect(
         Method::GET,
         MWC_PATH,
         StatusCode::OK,
@@ -267,7 +178,7 @@ async fn losing_the_create_race_takes_the_other_replicas_secret() {
     )
     .await;
     task.await.unwrap().unwrap();
-    expect_no_more(&mut handle).await;
+    api.expect_no_more().await;
     assert!(store.is_loaded());
 }
 
@@ -281,24 +192,14 @@ async fn rotation_replaces_the_secret_with_both_cas_in_the_bundle() {
         .unwrap()
         .unwrap();
     let secret = secret_json(&old);
-    let (m, mut handle, _, _) = manager();
+    let (m, mut api, _, _) = manager();
     let task = tokio::spawn(async move { m.sync_once().await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::OK,
-        secret,
-    )
-    .await;
-    let (_, replaced) = expect(
-        &mut handle,
-        Method::PUT,
-        SECRET_PATH,
-        StatusCode::OK,
-        Value::Null,
-    )
-    .await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret)
+        .await;
+    let replaced = api
+        .expect_echo(Method::PUT, SECRET_PATH, StatusCode::OK)
+        .await
+        .body;
     assert_eq!(
         replaced["metadata"]["resourceVersion"], "9",
         "optimistic concurrency"
@@ -319,26 +220,26 @@ async fn rotation_replaces_the_secret_with_both_cas_in_the_bundle() {
         "serving still signed by the old CA"
     );
     assert!(replaced["data"]["next-ca.crt"].is_string());
-    expect(
-        &mut handle,
+    api.expect(
         Method::GET,
         MWC_PATH,
         StatusCode::OK,
         mwc(Some(&b64(&old.bundle_pem()))),
     )
     .await;
-    let (_, applied) = expect(
-        &mut handle,
-        Method::PATCH,
-        MWC_PATH,
-        StatusCode::OK,
-        mwc(Some(&b64(&bundle))),
-    )
-    .await;
+    let applied = api
+        .expect(
+            Method::PATCH,
+            MWC_PATH,
+            StatusCode::OK,
+            mwc(Some(&b64(&bundle))),
+        )
+        .await
+        .body;
     assert_eq!(
         applied["webhooks"][0]["clientConfig"]["caBundle"],
         b64(&bundle)
     );
     task.await.unwrap().unwrap();
-    expect_no_more(&mut handle).await;
+    api.expect_no_more().await;
 }

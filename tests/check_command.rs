@@ -6,13 +6,14 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
+use idaas_projector::testing;
 
 const CLIENT: &str = "app_check";
 const SECRET: &str = "check-secret";
 const AUD: &str = "api://check";
 
 async fn emulator() -> IdaasEmulator {
-    common::emulator(CLIENT, SECRET, AUD, Duration::from_secs(3600)).await
+    testing::emulator(CLIENT, SECRET, AUD, Duration::from_secs(3600)).await
 }
 
 async fn token(emu: &IdaasEmulator, fault: Option<Fault>) -> String {

@@ -27,6 +27,7 @@ use idaas_projector::controller::schedule::Backoff;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest, jwt};
+use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use idaas_projector::time::unix_now;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -62,7 +63,7 @@ fn fault_sequence() -> Vec<Fault> {
 }
 
 async fn emulator() -> IdaasEmulator {
-    common::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, LIFETIME).await
+    testing::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, LIFETIME).await
 }
 
 fn idaas_client() -> IdaasClient {
@@ -234,7 +235,7 @@ fn assert_held(watch: &Watch, timing: &Timing, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_file_survives_an_idaas_fault_sequence() {
     let _drill = ONE_AT_A_TIME.lock().await;
-    common::install_provider();
+    install_provider();
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("token");
@@ -291,8 +292,6 @@ impl FakeApi {
     }
 
     fn answer(&self, method: &Method, path: &str, sent: Value) -> (StatusCode, Value) {
-        let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": "NotFound", "code": 404});
         match *method {
             Method::GET if path.ends_with("/secrets/drill-credentials") => (
                 StatusCode::OK,
@@ -303,7 +302,7 @@ impl FakeApi {
             Method::GET if path.ends_with("/secrets/app-token") => {
                 match self.secret.lock().unwrap().clone() {
                     Some(s) => (StatusCode::OK, s),
-                    None => (StatusCode::NOT_FOUND, not_found),
+                    None => (StatusCode::NOT_FOUND, not_found()),
                 }
             }
             Method::PATCH if path.ends_with("/status") => {
@@ -322,7 +321,7 @@ impl FakeApi {
                 (StatusCode::OK, json!({}))
             }
             Method::POST => (StatusCode::CREATED, sent),
-            _ => (StatusCode::NOT_FOUND, not_found),
+            _ => (StatusCode::NOT_FOUND, not_found()),
         }
     }
 }
@@ -359,12 +358,12 @@ fn drill_token(issuer: &str) -> M2MToken {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_secret_survives_an_idaas_fault_sequence() {
     let _drill = ONE_AT_A_TIME.lock().await;
-    common::install_provider();
+    install_provider();
     let emu = emulator().await;
     let api = Arc::new(FakeApi::default());
     let held = api.clone();
-    let client = common::fake_kube(move |method, path, sent| held.answer(method, path, sent));
-    let mut ctx = common::reconcile_context(client, idaas_client());
+    let client = fake_kube(move |method, path, sent| held.answer(method, path, sent));
+    let mut ctx = reconcile_context(client, idaas_client(), 4);
     ctx.backoff = DRILL_BACKOFF;
     let ctx = Arc::new(ctx);
     let token = Arc::new(drill_token(&emu.issuer()));
@@ -583,7 +582,7 @@ async fn slow_admission(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_exits_zero() {
     let _drill = ONE_AT_A_TIME.lock().await;
-    common::install_provider();
+    install_provider();
     let ca = TestCa::new("sigterm drill CA");
     let (webhook, _dir) = Webhook::ready(
         &ca,

@@ -1,7 +1,7 @@
 //! Replays the fuzzers' regression inputs under plain `cargo test` (stable Rust, no libFuzzer).
 //!
 //! Every file in `tests/data/fuzz/<target>/` goes through the same harness code as the cargo-fuzz
-//! target of that name (`fuzz/harness/*.rs`, included below), which panics on a crash or on a
+//! target of that name (`idaas_projector::testing::fuzz`), which panics on a crash or on a
 //! violated property (malformed answer, patch that does not apply, non-idempotent mutation,
 //! token quoted in an error). To add a case, copy a libFuzzer artifact
 //! (`fuzz/artifacts/<target>/crash-*`) into that directory under a descriptive name.
@@ -9,10 +9,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-#[path = "../fuzz/harness/admission.rs"]
-mod admission;
-#[path = "../fuzz/harness/token.rs"]
-mod token;
+use idaas_projector::testing::fuzz::{admission, token};
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

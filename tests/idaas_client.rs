@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -15,19 +15,14 @@ use idaas_projector::emulator::idaas::{
 };
 use idaas_projector::idaas::client::Endpoints;
 use idaas_projector::idaas::{
-    CheckError, Credential, ErrorClass, Expectations, FetchError, FetchedToken, HttpConfig,
-    IdaasClient, RefreshError, TokenRequest,
+    CheckError, Credential, ErrorClass, FetchError, FetchedToken, HttpConfig, IdaasClient,
+    RefreshError, TokenRequest,
 };
+use idaas_projector::ram::Expectations;
+use idaas_projector::time::unix_now;
 use secrecy::{ExposeSecret, SecretString};
 
 const SECRET: &str = "s3cr3t:with/odd+chars%and spaces";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn config() -> EmulatorConfig {
     EmulatorConfig {
@@ -85,7 +80,7 @@ fn assert_good(emu: &IdaasEmulator, t: &FetchedToken) {
     assert_eq!(c.sub.as_deref(), Some(emu.config().client_id.as_str()));
     assert_eq!(c.alg, "RS256");
     assert_eq!(c.kid.as_deref(), Some(emu.current_kid().as_str()));
-    assert!(c.exp > now() && c.iat <= now() + 1);
+    assert!(c.exp > unix_now() && c.iat <= unix_now() + 1);
     assert_eq!(t.token.expose_secret().split('.').count(), 3);
 }
 
@@ -143,7 +138,7 @@ fn pkcs1_pem(pkcs8_pem: &str) -> String {
 async fn client_secret_post_with_discovery_and_caches() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let c = client();
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!(
         (
@@ -155,7 +150,11 @@ async fn client_secret_post_with_discovery_and_caches() {
         (1, 1, 1, 1)
     );
     // A clone shares the discovery and JWKS caches.
-    let t2 = c.clone().fetch_token(&post(&emu), now()).await.unwrap();
+    let t2 = c
+        .clone()
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
     assert_good(&emu, &t2);
     assert_ne!(t.token.expose_secret(), t2.token.expose_secret());
     assert_eq!(
@@ -177,7 +176,7 @@ async fn client_secret_basic() {
             client_secret: SECRET.into(),
         },
     );
-    let t = client().fetch_token(&req, now()).await.unwrap();
+    let t = client().fetch_token(&req, unix_now()).await.unwrap();
     assert_good(&emu, &t);
 
     let wrong = request(
@@ -186,7 +185,7 @@ async fn client_secret_basic() {
             client_secret: "wrong".into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&wrong, now()).await);
+    let e = fetch_error(client().fetch_token(&wrong, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_client")
@@ -210,7 +209,7 @@ async fn private_key_jwt_pkcs8_and_pkcs1() {
                 private_key_pem: pem.into(),
             },
         );
-        let t = c.fetch_token(&req, now()).await.unwrap();
+        let t = c.fetch_token(&req, unix_now()).await.unwrap();
         assert_good(&emu, &t);
     }
     assert_eq!(emu.issued_tokens(), 2);
@@ -223,7 +222,7 @@ async fn private_key_jwt_pkcs8_and_pkcs1() {
             private_key_pem: other.into(),
         },
     );
-    let e = fetch_error(c.fetch_token(&req, now()).await);
+    let e = fetch_error(c.fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_client")
@@ -248,7 +247,7 @@ async fn private_key_jwt_bad_key_is_permanent_and_sends_nothing() {
                 private_key_pem: pem.clone().into(),
             },
         );
-        let e = fetch_error(client().fetch_token(&req, now()).await);
+        let e = fetch_error(client().fetch_token(&req, unix_now()).await);
         assert_eq!(
             (e.class, e.reason.as_str()),
             (ErrorClass::Permanent, "invalid_private_key")
@@ -273,7 +272,7 @@ async fn private_key_jwt_refused_when_not_configured() {
             private_key_pem: generate_client_key().0.into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&req, now()).await);
+    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
     assert_eq!(e.reason, "invalid_client");
 }
 
@@ -286,7 +285,7 @@ async fn wrong_secret_is_permanent_invalid_client() {
             client_secret: "nope".into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&req, now()).await);
+    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_client")
@@ -306,9 +305,9 @@ async fn scope_not_granted_is_permanent_invalid_scope() {
     .unwrap();
     let mut req = post(&emu);
     req.scopes = vec!["read".into()];
-    client().fetch_token(&req, now()).await.unwrap();
+    client().fetch_token(&req, unix_now()).await.unwrap();
     req.scopes = vec!["read".into(), "write".into()];
-    let e = fetch_error(client().fetch_token(&req, now()).await);
+    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_scope")
@@ -330,11 +329,11 @@ async fn discovery_not_served_falls_back_to_issuer_token_and_jwks() {
             jwks_uri: Some(format!("{issuer}/jwks")),
         }
     );
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!((emu.discovery_requests(), emu.jwks_requests()), (2, 1));
     // The fallback is cached like a discovery answer.
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(emu.discovery_requests(), 2);
 }
 
@@ -369,13 +368,13 @@ async fn overrides_skip_discovery() {
     let mut req = post(&emu);
     req.token_endpoint = Some(emu.token_endpoint());
     req.jwks_uri = Some(emu.jwks_uri());
-    let t = client().fetch_token(&req, now()).await.unwrap();
+    let t = client().fetch_token(&req, unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!((emu.discovery_requests(), emu.jwks_requests()), (0, 1));
     // Empty strings (the CRD's defaults) count as unset.
     req.token_endpoint = Some(String::new());
     req.jwks_uri = Some(String::new());
-    client().fetch_token(&req, now()).await.unwrap();
+    client().fetch_token(&req, unix_now()).await.unwrap();
     assert_eq!(emu.discovery_requests(), 1);
 }
 
@@ -401,7 +400,7 @@ async fn connection_refused_is_transient_connect() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let mut req = post(&emu);
     req.token_endpoint = Some(format!("http://127.0.0.1:{}/token", closed_port()));
-    let e = fetch_error(client().fetch_token(&req, now()).await);
+    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "connect")
@@ -413,7 +412,7 @@ async fn jwks_unreachable_is_transient() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let mut req = post(&emu);
     req.jwks_uri = Some(format!("http://127.0.0.1:{}/jwks", closed_port()));
-    let e = fetch_error(client().fetch_token(&req, now()).await);
+    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "connect")
@@ -426,10 +425,10 @@ async fn jwks_not_served_skips_the_signature_check() {
     emu.set_serve_jwks(false);
     let c = client();
     assert_eq!(c.jwks(&emu.jwks_uri()).await.unwrap(), None);
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
     // The cached 404 is not refetched within a minute.
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(emu.jwks_requests(), 1);
 }
 
@@ -443,7 +442,7 @@ async fn server_errors_are_transient() {
         (502, "BadGateway"),
     ] {
         emu.push_fault(Fault::Status(status));
-        let e = fetch_error(c.fetch_token(&post(&emu), now()).await);
+        let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
         // The reason (a metric label) is the status; the IDaaS code is in the message.
         assert_eq!(
             (e.class, e.reason.as_str()),
@@ -459,7 +458,7 @@ async fn server_errors_are_transient() {
     }
     // Each fault is consumed by one request.
     assert_eq!(emu.pending_faults(), 0);
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
 }
 
 #[tokio::test]
@@ -472,7 +471,7 @@ async fn slow_answers_time_out_as_transient() {
     .unwrap();
     c.endpoints(&emu.issuer(), None, None).await.unwrap();
     emu.push_fault(Fault::Delay(Duration::from_secs(2)));
-    let e = fetch_error(c.fetch_token(&post(&emu), now()).await);
+    let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "timeout")
@@ -480,20 +479,20 @@ async fn slow_answers_time_out_as_transient() {
 
     // A delay within the timeout is just slow.
     emu.push_fault(Fault::Delay(Duration::from_millis(50)));
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
 
     emu.set_latency(Duration::from_secs(2));
-    let e = fetch_error(c.fetch_token(&post(&emu), now()).await);
+    let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(e.reason, "timeout");
     emu.set_latency(Duration::ZERO);
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
 }
 
 #[tokio::test]
 async fn garbage_json_is_transient_bad_response() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.push_fault(Fault::GarbageJson);
-    let e = fetch_error(client().fetch_token(&post(&emu), now()).await);
+    let e = fetch_error(client().fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "bad_response")
@@ -507,7 +506,7 @@ async fn too_many_requests_carries_retry_after() {
     emu.push_fault(Fault::TooManyRequests {
         retry_after_secs: 7,
     });
-    let e = fetch_error(client().fetch_token(&post(&emu), now()).await);
+    let e = fetch_error(client().fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "http_429")
@@ -529,14 +528,14 @@ async fn oauth_errors_are_permanent() {
             status,
             error: error.into(),
         });
-        let e = fetch_error(c.fetch_token(&post(&emu), now()).await);
+        let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
         assert_eq!((e.class, e.reason.as_str()), (ErrorClass::Permanent, error));
     }
     emu.push_fault(Fault::OAuthError {
         status: 400,
         error: "temporarily_unavailable".into(),
     });
-    let e = fetch_error(c.fetch_token(&post(&emu), now()).await);
+    let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(e.class, ErrorClass::Transient);
 }
 
@@ -546,12 +545,12 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
     let c = client();
 
     emu.push_fault(Fault::Hs256Token);
-    let e = rejection(c.fetch_token(&post(&emu), now()).await);
+    let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(e, CheckError::SymmetricAlgorithm("HS256".into()));
     assert_eq!(e.ram_code(), "AuthenticationFail.OIDCToken.Invalid");
 
     emu.push_fault(Fault::WrongAudience);
-    let e = rejection(c.fetch_token(&post(&emu), now()).await);
+    let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         e,
         CheckError::AudienceNotMatch {
@@ -561,12 +560,12 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
     );
 
     emu.push_fault(Fault::AlreadyExpired);
-    let e = rejection(c.fetch_token(&post(&emu), now()).await);
+    let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
     assert!(matches!(e, CheckError::Expired { .. }), "{e:?}");
     assert_eq!(e.ram_code(), "AuthenticationFail.OIDCToken.Expired");
 
     emu.push_fault(Fault::IssuedInPast(Duration::from_secs(13 * 3600)));
-    let e = rejection(c.fetch_token(&post(&emu), now()).await);
+    let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
     assert!(
         matches!(e, CheckError::IssuedTooLongAgo { limit_secs, .. } if limit_secs == 12 * 3600),
         "{e:?}"
@@ -578,14 +577,14 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
 
     // Within the limit it is fine.
     emu.push_fault(Fault::IssuedInPast(Duration::from_secs(3600)));
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
-    assert!(t.claims.iat <= now() - 3599);
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
+    assert!(t.claims.iat <= unix_now() - 3599);
 
     // A wrong issuer expectation.
     let mut req = post(&emu);
     req.token_endpoint = Some(emu.token_endpoint());
     req.issuer = format!("{}/", emu.issuer());
-    let e = rejection(c.fetch_token(&req, now()).await);
+    let e = rejection(c.fetch_token(&req, unix_now()).await);
     assert!(matches!(e, CheckError::IssuerNotMatch { .. }), "{e:?}");
     assert_eq!(emu.issued_tokens(), 6);
 }
@@ -594,7 +593,7 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
 async fn token_lifetime_is_configurable() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.set_token_lifetime(Duration::from_secs(120));
-    let t = client().fetch_token(&post(&emu), now()).await.unwrap();
+    let t = client().fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(t.claims.exp - t.claims.iat, 120);
     let r = client().request_token(&post(&emu)).await.unwrap();
     assert_eq!(r.token_type.as_deref(), Some("Bearer"));
@@ -605,20 +604,20 @@ async fn token_lifetime_is_configurable() {
 async fn key_rotation_refetches_the_jwks_at_most_once_a_minute() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let c = client();
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(emu.jwks_requests(), 1);
 
     // An unknown kid refetches the JWKS once.
     emu.rotate_signing_key();
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!(emu.jwks_requests(), 2);
     // A known kid uses the cache.
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(emu.jwks_requests(), 2);
     // A second unknown kid within the minute: no new fetch, the token is rejected.
     emu.rotate_signing_key();
-    let e = rejection(c.fetch_token(&post(&emu), now()).await);
+    let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(e, CheckError::UnknownKey(Some(emu.current_kid())));
     assert_eq!(
         e.ram_code(),
@@ -626,14 +625,14 @@ async fn key_rotation_refetches_the_jwks_at_most_once_a_minute() {
     );
     assert_eq!(emu.jwks_requests(), 2);
     // Another client (its own cache) accepts it.
-    client().fetch_token(&post(&emu), now()).await.unwrap();
+    client().fetch_token(&post(&emu), unix_now()).await.unwrap();
 }
 
 #[tokio::test]
 async fn verify_checks_a_token_like_fetch() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let c = client();
-    let t = c.fetch_token(&post(&emu), now()).await.unwrap();
+    let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     let expect = Expectations {
         issuer: emu.issuer(),
         audiences: vec!["other".into(), "api://payments".into()],
@@ -645,7 +644,7 @@ async fn verify_checks_a_token_like_fetch() {
             t.token.expose_secret(),
             &expect,
             Some(&emu.jwks_uri()),
-            now(),
+            unix_now(),
         )
         .await
         .unwrap();
@@ -659,7 +658,7 @@ async fn verify_checks_a_token_like_fetch() {
         &parts[2][..parts[2].len() - 4]
     );
     let e = c
-        .verify(&forged, &expect, Some(&emu.jwks_uri()), now())
+        .verify(&forged, &expect, Some(&emu.jwks_uri()), unix_now())
         .await
         .unwrap_err();
     assert!(
@@ -668,7 +667,7 @@ async fn verify_checks_a_token_like_fetch() {
     );
     // An hour and a bit later the token is too old for a 1 h issuance limit.
     let e = c
-        .verify(t.token.expose_secret(), &expect, None, now() + 3700)
+        .verify(t.token.expose_secret(), &expect, None, unix_now() + 3700)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -703,14 +702,14 @@ async fn ca_file_trusts_a_private_ca() {
     assert_eq!(e.token_endpoint, format!("{issuer}/token"));
     // Plain HTTP still works with it.
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    c.fetch_token(&post(&emu), now()).await.unwrap();
+    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
 }
 
 #[tokio::test]
 async fn debug_output_redacts_secrets() {
     let (private, _) = generate_client_key();
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let t = client().fetch_token(&post(&emu), now()).await.unwrap();
+    let t = client().fetch_token(&post(&emu), unix_now()).await.unwrap();
     let shown = format!(
         "{t:?} {:?} {:?} {:?}",
         post(&emu),
@@ -796,7 +795,7 @@ fn trace_logs_and_errors_never_show_secrets() {
         ];
         for credential in credentials {
             let req = request(&emu, credential.clone());
-            let t = c.fetch_token(&req, now()).await.unwrap();
+            let t = c.fetch_token(&req, unix_now()).await.unwrap();
             tokens.push(t.token.expose_secret().to_owned());
             writeln!(out, "{t:?} {req:?} {credential:?}").unwrap();
             // Failures of every kind, formatted.
@@ -804,13 +803,13 @@ fn trace_logs_and_errors_never_show_secrets() {
                 status: 401,
                 error: "invalid_client".into(),
             });
-            let e = c.fetch_token(&req, now()).await.unwrap_err();
+            let e = c.fetch_token(&req, unix_now()).await.unwrap_err();
             writeln!(out, "{e} {e:?}").unwrap();
             emu.push_fault(Fault::WrongAudience);
-            let e = c.fetch_token(&req, now()).await.unwrap_err();
+            let e = c.fetch_token(&req, unix_now()).await.unwrap_err();
             writeln!(out, "{e} {e:?}").unwrap();
             emu.push_fault(Fault::GarbageJson);
-            let e = c.fetch_token(&req, now()).await.unwrap_err();
+            let e = c.fetch_token(&req, unix_now()).await.unwrap_err();
             writeln!(out, "{e} {e:?}").unwrap();
         }
         let bad = request(
@@ -819,7 +818,7 @@ fn trace_logs_and_errors_never_show_secrets() {
                 private_key_pem: SecretString::from(private[..private.len() / 2].to_owned()),
             },
         );
-        let e = c.fetch_token(&bad, now()).await.unwrap_err();
+        let e = c.fetch_token(&bad, unix_now()).await.unwrap_err();
         writeln!(out, "{e} {e:?}").unwrap();
         emu.shutdown();
     });

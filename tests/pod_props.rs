@@ -1,4 +1,4 @@
-//! Generated pod shapes against the webhook's contract (DESIGN.md, "Pod annotations (input)",
+//! Generated pod shapes against the webhook's contract (docs/design.md, "Pod annotations (input)",
 //! "What the webhook injects" and "Admission answers").
 //!
 //! `arb_case()` builds an opted-in (or not) pod from a blueprint: 1-4 containers, 0-3 init
@@ -22,7 +22,7 @@
 //! 10,000 cases each check three properties per pod (1, 2, 6 on the answer; 3, 4, 5 on the
 //! patched pod): 20,000 pods per run.
 //!
-//! The contract's names are spelled out here as DESIGN.md spells them, not imported from the
+//! The contract's names are spelled out here as docs/design.md spells them, not imported from the
 //! crate, so a rename fails this file (`contract_names_match_the_crate` ties the two).
 
 use std::collections::{BTreeMap, HashSet};
@@ -43,7 +43,7 @@ use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------------------------
-// The contract's names (DESIGN.md).
+// The contract's names (docs/design.md).
 
 const M2M_TOKEN: &str = "idaas-projector.io/m2m-token";
 const ROLE_ARN: &str = "idaas-projector.io/role-arn";
@@ -1707,7 +1707,7 @@ fn expected_injection<'a>(r: &'a Ran<'_>) -> Result<&'a Expected, TestCaseError>
     }
 }
 
-/// Property 3: every env var the user set is kept exactly (DESIGN.md: "A variable the user
+/// Property 3: every env var the user set is kept exactly (docs/design.md: "A variable the user
 /// already set on a container stays as the user set it"; `value` or `valueFrom` alike), and so
 /// are envFrom, volumes and mounts; the variables the user did not set get the resolved values;
 /// containers left out by skip/only are untouched.

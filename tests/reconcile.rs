@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::mock_api::{self, MockApi};
 use common::requeue_after;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
 use idaas_projector::metrics::Metrics;
-use kube::Client;
-use kube::client::Body;
+use idaas_projector::testing::{self, install_provider, reconcile_context};
+use idaas_projector::time::unix_now;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 const NS: &str = "shop";
@@ -27,21 +27,8 @@ const CLIENT_ID: &str = "app_payments";
 const CLIENT_SECRET: &str = "s3cr3t-client-value";
 const AUDIENCE: &str = "api://payments";
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn install_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 async fn emulator(lifetime: Duration) -> IdaasEmulator {
-    common::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, lifetime).await
+    testing::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, lifetime).await
 }
 
 fn m2mtoken(issuer: &str, max_token_age: &str) -> M2MToken {
@@ -116,82 +103,52 @@ fn credentials_secret() -> Value {
 }
 
 fn not_found(name: &str) -> (StatusCode, Value) {
-    (
-        StatusCode::NOT_FOUND,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "code": 404}),
-    )
+    let mut status = testing::not_found();
+    status["message"] = json!(format!("secrets \"{name}\" not found"));
+    (StatusCode::NOT_FOUND, status)
 }
 
 struct Harness {
-    handle: Handle,
+    api: MockApi,
     ctx: Arc<Context>,
 }
 
 fn harness(metrics: Arc<Metrics>) -> Harness {
     install_provider();
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "idaas-projector".into(),
-            instance: Some("test".into()),
-        },
-    );
+    let (client, api) = mock_api::pair();
     let idaas = IdaasClient::new(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         ca_file: None,
     })
     .unwrap();
-    let ctx = Arc::new(Context::new(
-        client,
-        idaas,
-        metrics,
-        recorder,
-        4,
-        Duration::from_secs(60),
-    ));
-    Harness { handle, ctx }
+    let mut ctx = reconcile_context(client, idaas, 4);
+    ctx.metrics = metrics;
+    Harness {
+        api,
+        ctx: Arc::new(ctx),
+    }
 }
 
-/// Expects one request; answers it; returns its body as JSON (Null when empty).
+/// Expects one request; answers it; returns its body as JSON (Null when empty). An answer of `{}`
+/// stands for the object as written (the status subresource answers with the whole M2MToken).
 async fn expect(
-    handle: &mut Handle,
+    api: &mut MockApi,
     method: Method,
     path: &str,
     answer: (StatusCode, Value),
 ) -> Value {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
-        .unwrap_or_else(|| panic!("no request, expected {method} {path}"));
-    assert_eq!(request.method(), method, "method of {}", request.uri());
-    assert_eq!(request.uri().path(), path, "path");
-    let query = request.uri().query().unwrap_or("").to_owned();
-    if method == Method::PATCH && path.contains("/secrets/") {
-        assert!(query.contains("fieldManager=idaas-projector"), "{query}");
-        assert!(query.contains("force=true"), "{query}");
+    let (sent, reply) = api.next(method, path).await;
+    if sent.method == Method::PATCH && path.contains("/secrets/") {
+        sent.assert_query(&["fieldManager=idaas-projector", "force=true"]);
         assert_eq!(
-            request.headers()["content-type"],
-            "application/apply-patch+yaml",
+            sent.headers["content-type"], "application/apply-patch+yaml",
             "server-side apply"
         );
     }
-    let bytes = http_body_util::BodyExt::collect(request.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let body = sent.body;
     let (status, mut answer) = answer;
     if answer == json!({}) {
-        // Answer writes with the object as written (the status subresource answers with the
-        // whole M2MToken).
         answer = if path.ends_with("/status") {
             let mut t = serde_json::to_value(m2mtoken("https://issuer.example", "12h")).unwrap();
             t["status"] = body["status"].clone();
@@ -204,21 +161,8 @@ async fn expect(
             echoed
         };
     }
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
+    reply.send(status, &answer);
     body
-}
-
-async fn expect_no_more(handle: &mut Handle) {
-    if let Ok(Some((request, _))) =
-        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
-    {
-        panic!("unexpected request {} {}", request.method(), request.uri());
-    }
 }
 
 const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/payments";
@@ -281,16 +225,16 @@ async fn run_refresh_success(
     existing: (StatusCode, Value),
 ) -> Action {
     let task = spawn_reconcile(h, t);
-    expect(&mut h.handle, Method::GET, SECRET_PATH, existing).await;
+    expect(&mut h.api, Method::GET, SECRET_PATH, existing).await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         (StatusCode::OK, credentials_secret()),
     )
     .await;
     let applied = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         SECRET_PATH,
         (StatusCode::OK, json!({})),
@@ -298,7 +242,7 @@ async fn run_refresh_success(
     .await;
     assert_applied_secret(&applied);
     let event = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::POST,
         EVENTS_PATH,
         (StatusCode::OK, json!({})),
@@ -307,7 +251,7 @@ async fn run_refresh_success(
     assert_eq!(event["reason"], "Refreshed");
     assert_eq!(event["type"], "Normal");
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -321,7 +265,7 @@ async fn run_refresh_success(
         assert!(status["status"][field].is_string(), "{field}");
     }
     let action = task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
     action
 }
 
@@ -365,11 +309,11 @@ async fn first_creation_fetches_and_writes_the_secret() {
 async fn fresh_token_means_no_idaas_call_and_no_write() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
-    let t = now();
+    let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         SECRET_PATH,
         (
@@ -379,7 +323,7 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
     )
     .await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         (StatusCode::OK, credentials_secret()),
@@ -387,7 +331,7 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
     .await;
     // After a restart the status is empty: it is filled in from the Secret, without a fetch.
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -396,7 +340,7 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
     let (s, reason, _) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("True", "TokenValid"));
     let action = task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
     assert_eq!(
         emu.token_requests(),
         0,
@@ -409,28 +353,28 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
 async fn unchanged_status_is_not_patched_again() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
-    let t = now();
+    let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
 
     // First pass: learn the status the reconciler writes.
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         SECRET_PATH,
         (StatusCode::OK, secret_json.clone()),
     )
     .await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         (StatusCode::OK, credentials_secret()),
     )
     .await;
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -443,28 +387,28 @@ async fn unchanged_status_is_not_patched_again() {
     t2.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
     let task = spawn_reconcile(&h, t2);
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         SECRET_PATH,
         (StatusCode::OK, secret_json),
     )
     .await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         (StatusCode::OK, credentials_secret()),
     )
     .await;
     task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
 }
 
 #[tokio::test]
 async fn refresh_due_fetches_applies_and_updates_status() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
-    let t = now();
+    let t = unix_now();
     // Issued 50 minutes ago, expires in 10: past 2/3 of its hour.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
     run_refresh_success(
@@ -483,7 +427,7 @@ async fn refresh_due_fetches_applies_and_updates_status() {
 async fn max_token_age_reached_before_exp_refreshes() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
-    let t = now();
+    let t = unix_now();
     // Valid for another day, but issued 50 minutes ago with maxTokenAge 1h: 2/3 of the age passed.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 86_400);
     run_refresh_success(
@@ -502,7 +446,7 @@ async fn max_token_age_reached_before_exp_refreshes() {
 async fn changed_credentials_secret_refreshes_at_once() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
-    let t = now();
+    let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     // The Secret was written with credentials version 41; the credentials Secret is now at 42.
     let existing = (
@@ -534,12 +478,12 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     emu.push_fault(fault);
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(metrics.clone());
-    let t = now();
+    let t = unix_now();
     // The Secret holds a token that is due for refresh but still valid for 10 minutes.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         SECRET_PATH,
         (
@@ -549,7 +493,7 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     )
     .await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         (StatusCode::OK, credentials_secret()),
@@ -557,7 +501,7 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     .await;
     // No PATCH of the Secret: a failed refresh never touches it.
     let event = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::POST,
         EVENTS_PATH,
         (StatusCode::OK, json!({})),
@@ -566,7 +510,7 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     assert_eq!(event["reason"], want_event);
     assert_eq!(event["type"], "Warning");
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -581,7 +525,7 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     );
     assert!(!message.contains(CLIENT_SECRET));
     let action = task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
     assert_eq!(
         emu.issued_tokens(),
         usize::from(want_event == "TokenRejected")
@@ -647,16 +591,16 @@ async fn missing_credentials_secret_sets_a_clear_condition() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(&mut h.handle, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         CREDS_PATH,
         not_found("payments-idaas-client"),
     )
     .await;
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -669,7 +613,7 @@ async fn missing_credentials_secret_sets_a_clear_condition() {
     );
     assert!(message.contains("payments-idaas-client"), "{message}");
     let action = task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
     assert_eq!(emu.token_requests(), 0);
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
 }
@@ -682,14 +626,14 @@ async fn a_foreign_secret_with_the_same_name_is_left_alone() {
     let foreign = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": NAME, "namespace": NS}, "data": {"password": "aHVudGVyMg=="}});
     expect(
-        &mut h.handle,
+        &mut h.api,
         Method::GET,
         SECRET_PATH,
         (StatusCode::OK, foreign),
     )
     .await;
     let status = expect(
-        &mut h.handle,
+        &mut h.api,
         Method::PATCH,
         STATUS_PATH,
         (StatusCode::OK, json!({})),
@@ -698,7 +642,7 @@ async fn a_foreign_secret_with_the_same_name_is_left_alone() {
     let (s, reason, _) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretConflict"));
     task.await.unwrap().unwrap();
-    expect_no_more(&mut h.handle).await;
+    h.api.expect_no_more().await;
     assert_eq!(emu.token_requests(), 0);
 }
 
@@ -714,9 +658,9 @@ async fn backoff_gates_a_second_reconcile() {
     let issuer = emu.issuer();
     for round in 0..2 {
         let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
-        expect(&mut h.handle, Method::GET, SECRET_PATH, not_found(NAME)).await;
+        expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
         expect(
-            &mut h.handle,
+            &mut h.api,
             Method::GET,
             CREDS_PATH,
             (StatusCode::OK, credentials_secret()),
@@ -724,14 +668,14 @@ async fn backoff_gates_a_second_reconcile() {
         .await;
         if round == 0 {
             expect(
-                &mut h.handle,
+                &mut h.api,
                 Method::POST,
                 EVENTS_PATH,
                 (StatusCode::OK, json!({})),
             )
             .await;
             expect(
-                &mut h.handle,
+                &mut h.api,
                 Method::PATCH,
                 STATUS_PATH,
                 (StatusCode::OK, json!({})),
@@ -739,7 +683,7 @@ async fn backoff_gates_a_second_reconcile() {
             .await;
         }
         task.await.unwrap().unwrap();
-        expect_no_more(&mut h.handle).await;
+        h.api.expect_no_more().await;
     }
     assert_eq!(emu.token_requests(), 1);
 }

@@ -17,6 +17,7 @@ use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::testing::{fake_kube, install_provider, not_found, reconcile_context};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -72,7 +73,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_provider();
     let (private_pem, public_pem) = generate_client_key();
 
     let written_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -103,7 +104,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
                 SECRET.to_owned()
             };
             let tokens = written_tokens.clone();
-            let client = common::fake_kube(move |method, path, sent| {
+            let client = fake_kube(move |method, path, sent| {
                 match *method {
                     Method::GET if path.ends_with("/secrets/creds") => (
                         StatusCode::OK,
@@ -113,7 +114,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
                     ),
                     Method::GET => (
                         StatusCode::NOT_FOUND,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                        not_found(),
                     ),
                     Method::PATCH if path.ends_with("/status") => {
                         let mut t = serde_json::to_value(m2mtoken("https://x", ClientAuthMethod::ClientSecretPost)).unwrap();
@@ -129,9 +130,10 @@ fn nothing_secret_reaches_the_log_at_trace() {
                     _ => (StatusCode::OK, sent),
                 }
             });
-            let ctx = Arc::new(common::reconcile_context(
+            let ctx = Arc::new(reconcile_context(
                 client,
                 IdaasClient::new(&HttpConfig::default()).unwrap(),
+                4,
             ));
             reconcile(Arc::new(m2mtoken(&emu.issuer(), method)), ctx.clone())
                 .await

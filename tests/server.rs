@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{TestCa, client, review_body, start_server};
+use idaas_projector::testing::install_provider;
 use reqwest::StatusCode;
 use reqwest::tls::TlsInfo;
 
@@ -63,7 +64,7 @@ async fn h2_negotiated_over_alpn() {
     // A client that speaks both picks h2 through ALPN, as kube-apiserver does.
     let ca = TestCa::new("test CA");
     let server = start_server(&ca.leaf("webhook")).await;
-    common::install_provider();
+    install_provider();
     let c = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
         .build()

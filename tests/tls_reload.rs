@@ -10,11 +10,12 @@ use std::time::Duration;
 use common::{Pair, TestCa, client, publish, review_body};
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
+use idaas_projector::testing::install_provider;
 use idaas_projector::webhook::tls::{self, CertStore, FileWatcher};
 
 #[test]
 fn symlink_swaps_are_picked_up_and_bad_pairs_keep_the_old_one() {
-    common::install_provider();
+    install_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let ca = TestCa::new("reload CA");
@@ -60,7 +61,7 @@ fn symlink_swaps_are_picked_up_and_bad_pairs_keep_the_old_one() {
 
 #[test]
 fn load_pair_errors_are_clear_and_never_echo_the_key() {
-    common::install_provider();
+    install_provider();
     let ca = TestCa::new("errors CA");
     let a = ca.leaf("a");
     let b = ca.leaf("b");
@@ -81,7 +82,7 @@ fn load_pair_errors_are_clear_and_never_echo_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_files_rotate_under_a_request_stream() {
-    common::install_provider();
+    install_provider();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("stream CA");
     let pairs: Vec<Pair> = (0..4).map(|i| ca.leaf(&format!("gen-{i}"))).collect();

@@ -2,17 +2,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
+use idaas_projector::time::unix_now;
 use idaas_projector::wait::{TokenState, inspect};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// An unsigned JWT-shaped token with the given `exp` (the init container does not check signatures).
 fn jwt(exp: i64) -> String {
@@ -23,7 +17,7 @@ fn jwt(exp: i64) -> String {
         "{}.{}.c2lnbmF0dXJlLXNlY3JldC1zaG91bGQtbm90LWxlYWs",
         b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
         b64(
-            serde_json::json!({"iss": "https://issuer.example", "sub": "app_test", "exp": exp, "iat": now()})
+            serde_json::json!({"iss": "https://issuer.example", "sub": "app_test", "exp": exp, "iat": unix_now()})
         )
     )
 }
@@ -48,11 +42,11 @@ fn run(file: &Path, timeout: &str) -> Output {
 fn states() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("token");
-    assert_eq!(inspect(&f, now()), TokenState::Missing);
+    assert_eq!(inspect(&f, unix_now()), TokenState::Missing);
     std::fs::write(&f, "").unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Empty);
+    assert_eq!(inspect(&f, unix_now()), TokenState::Empty);
     std::fs::write(&f, "\n  \n").unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Empty);
+    assert_eq!(inspect(&f, unix_now()), TokenState::Empty);
     for garbage in [
         "hello",
         "a.b",
@@ -67,28 +61,28 @@ fn states() {
     ] {
         std::fs::write(&f, garbage).unwrap();
         assert!(
-            matches!(inspect(&f, now()), TokenState::NotJwt(_)),
+            matches!(inspect(&f, unix_now()), TokenState::NotJwt(_)),
             "{garbage:?}"
         );
     }
     std::fs::write(&f, [0xffu8, 0xfe, 0x00]).unwrap();
-    assert!(matches!(inspect(&f, now()), TokenState::NotJwt(_)));
-    let exp = now() - 10;
+    assert!(matches!(inspect(&f, unix_now()), TokenState::NotJwt(_)));
+    let exp = unix_now() - 10;
     std::fs::write(&f, jwt(exp)).unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Expired { exp });
+    assert_eq!(inspect(&f, unix_now()), TokenState::Expired { exp });
     // Expiring within a minute counts as expired.
-    let exp = now() + 30;
+    let exp = unix_now() + 30;
     std::fs::write(&f, jwt(exp)).unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Expired { exp });
-    let exp = now() + 3600;
+    assert_eq!(inspect(&f, unix_now()), TokenState::Expired { exp });
+    let exp = unix_now() + 3600;
     std::fs::write(&f, jwt(exp)).unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Valid { exp });
+    assert_eq!(inspect(&f, unix_now()), TokenState::Valid { exp });
     // A trailing newline is tolerated.
     std::fs::write(&f, jwt(exp) + "\n").unwrap();
-    assert_eq!(inspect(&f, now()), TokenState::Valid { exp });
+    assert_eq!(inspect(&f, unix_now()), TokenState::Valid { exp });
     // A directory is unreadable, not a crash.
     assert!(matches!(
-        inspect(dir.path(), now()),
+        inspect(dir.path(), unix_now()),
         TokenState::Unreadable(_)
     ));
 }
@@ -97,7 +91,7 @@ fn states() {
 fn valid_token_exits_zero_and_never_logs_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("token");
-    let token = jwt(now() + 3600);
+    let token = jwt(unix_now() + 3600);
     std::fs::write(&f, &token).unwrap();
     let out = run(&f, "5s");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -121,7 +115,7 @@ fn file_appearing_late_is_waited_for() {
             std::thread::sleep(Duration::from_millis(600));
             // Atomic replace, as kubelet does.
             let tmp = f.with_extension("tmp");
-            std::fs::write(&tmp, jwt(now() + 3600)).unwrap();
+            std::fs::write(&tmp, jwt(unix_now() + 3600)).unwrap();
             std::fs::rename(tmp, &f).unwrap();
         })
     };
@@ -144,7 +138,7 @@ fn timeouts_exit_one_and_say_what_was_wrong() {
         (None, "missing"),
         (Some(String::new()), "empty"),
         (Some("garbage".into()), "not a JWT"),
-        (Some(jwt(now() - 100)), "expired"),
+        (Some(jwt(unix_now() - 100)), "expired"),
     ];
     for (content, want) in cases {
         let _ = std::fs::remove_file(&f);

@@ -78,8 +78,8 @@ async fn signature_check(
             ),
         ));
     }
-    let client = IdaasClient::new(&args.http.config())
-    .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let client =
+        IdaasClient::new(&args.http.config()).map_err(|e| CommandError::Usage(e.to_string()))?;
     let not_checked = |why: String| {
         Ok(Check::new(
             "signature",

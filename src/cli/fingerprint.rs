@@ -359,7 +359,13 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
     };
     let config = Arc::new(tls_config(&extra)?);
 
-    let issuer = inspect(config.clone(), "issuer", &args.url, args.http.connect_timeout).await?;
+    let issuer = inspect(
+        config.clone(),
+        "issuer",
+        &args.url,
+        args.http.connect_timeout,
+    )
+    .await?;
     let mut reports = vec![issuer];
     if !args.no_discovery {
         match discover_jwks_uri(&args).await? {
@@ -371,8 +377,13 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
                 Ok((_, host, port, _)) => {
                     if (host.as_str(), port) != (reports[0].host.as_str(), reports[0].port) {
                         reports.push(
-                            inspect(config.clone(), "jwks_uri", &jwks_uri, args.http.connect_timeout)
-                                .await?,
+                            inspect(
+                                config.clone(),
+                                "jwks_uri",
+                                &jwks_uri,
+                                args.http.connect_timeout,
+                            )
+                            .await?,
                         );
                     }
                 }

@@ -318,7 +318,7 @@ impl IdaasClient {
         })
     }
 
-    /// Checks a token as RAM will: [`jwt::decode_unverified`], [`jwt::check_claims`], then
+    /// Checks a token as RAM will: [`jwt::decode_unverified`], [`crate::ram::check_claims`], then
     /// the signature against the JWKS at `jwks_uri` when given and served (a 404 skips the
     /// signature check). A `kid` missing from the cached JWKS refetches it, at most once per
     /// [`JWKS_MIN_REFETCH`]. JWKS fetch failures are transient [`RefreshError::Fetch`].
@@ -336,7 +336,7 @@ impl IdaasClient {
             iss = %claims.iss, sub = ?claims.sub, aud = ?claims.aud, iat = claims.iat,
             exp = claims.exp, alg = %claims.alg, kid = ?claims.kid, "token claims"
         );
-        if let Err(e) = jwt::check_claims(&claims, expect, now) {
+        if let Err(e) = crate::ram::check_claims(&claims, expect, now) {
             tracing::debug!(reason = e.reason(), error = %e, "token rejected");
             return Err(e.into());
         }

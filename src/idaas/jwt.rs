@@ -11,8 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::CheckError;
-// TODO(merge): users import these from crate::ram.
-pub use crate::ram::claims::{ACCEPTED_ALGORITHMS, Expectations, check_claims};
+use crate::ram::claims::ACCEPTED_ALGORITHMS;
 
 /// The claims the projector and RAM care about.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -214,6 +213,8 @@ pub fn verify_signature(token: &str, jwks: &JwkSet) -> Result<(), CheckError> {
 #[cfg(test)]
 mod tests {
     use std::sync::OnceLock;
+
+    use crate::ram::{Expectations, check_claims};
 
     use jsonwebtoken::jwk::{CommonParameters, KeyAlgorithm};
     use jsonwebtoken::{EncodingKey, Header};

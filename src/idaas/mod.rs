@@ -19,7 +19,7 @@ use secrecy::SecretString;
 
 pub use client::IdaasClient;
 pub use error::{CheckError, ErrorClass, FetchError, RefreshError};
-pub use jwt::{Expectations, TokenClaims};
+pub use jwt::TokenClaims;
 
 /// How the client application authenticates at the token endpoint, with its secret material.
 #[derive(Clone)]

@@ -1,5 +1,10 @@
-//! Test helpers: rcgen certificates and a webhook served over real TLS on 127.0.0.1.
+//! Test helpers: rcgen certificates, a webhook served over real TLS on 127.0.0.1 (in process or
+//! as the binary), and the `tower_test` mock Kubernetes API ([`mock_api`]). The fixtures that the
+//! benches share too (the closure-answered fake API, the IDaaS emulator, the reconciler's
+//! context) are in the library's `idaas_projector::testing`.
 #![allow(dead_code)]
+
+pub mod mock_api;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,15 +14,12 @@ use std::time::Duration;
 
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
+use idaas_projector::testing::install_provider;
 use idaas_projector::webhook::mutate::MutateConfig;
 use idaas_projector::webhook::review::Standalone;
 use idaas_projector::webhook::server::{self, WebhookState};
 use idaas_projector::webhook::tls::{self, CertStore};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-pub fn install_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
 
 /// A test CA that issues serving certificates for localhost and 127.0.0.1.
 pub struct TestCa {
@@ -317,79 +319,4 @@ impl Webhook {
             .unwrap();
         (status, log.join().unwrap())
     }
-}
-
-/// The IDaaS emulator with one client application granted every scope.
-pub async fn emulator(
-    client_id: &str,
-    client_secret: &str,
-    audience: &str,
-    lifetime: Duration,
-) -> idaas_projector::emulator::idaas::IdaasEmulator {
-    use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator};
-    IdaasEmulator::start(EmulatorConfig {
-        client_id: client_id.into(),
-        client_secret: client_secret.into(),
-        audience: audience.into(),
-        scopes_granted: vec![".all".into()],
-        token_lifetime: lifetime,
-        client_public_key_pem: None,
-    })
-    .await
-    .unwrap()
-}
-
-/// A Kubernetes client whose every request `answer` answers, from the method, the path and the
-/// JSON body sent (`null` when there is none).
-pub fn fake_kube<F>(answer: F) -> kube::Client
-where
-    F: Fn(&http::Method, &str, serde_json::Value) -> (http::StatusCode, serde_json::Value)
-        + Send
-        + Sync
-        + 'static,
-{
-    let answer = Arc::new(answer);
-    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let answer = answer.clone();
-        async move {
-            let path = req.uri().path().to_owned();
-            let method = req.method().clone();
-            let bytes = http_body_util::BodyExt::collect(req.into_body())
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let sent = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            let (status, body) = answer(&method, &path, sent);
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .status(status)
-                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            )
-        }
-    });
-    kube::Client::new(service, "default")
-}
-
-/// The reconciler's context over `client`: at most 4 refreshes at once, re-check every minute.
-pub fn reconcile_context(
-    client: kube::Client,
-    idaas: idaas_projector::idaas::IdaasClient,
-) -> idaas_projector::controller::reconcile::Context {
-    use kube::runtime::events::{Recorder, Reporter};
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "idaas-projector".into(),
-            instance: None,
-        },
-    );
-    idaas_projector::controller::reconcile::Context::new(
-        client,
-        idaas,
-        Arc::new(Metrics::new()),
-        recorder,
-        4,
-        Duration::from_secs(60),
-    )
 }

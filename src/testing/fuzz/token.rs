@@ -1,10 +1,10 @@
-//! The `token_response` fuzz harness, shared by `fuzz/fuzz_targets/token_response.rs` and
-//! `tests/fuzz_regressions.rs` (included with `#[path]`), so a crash found by the fuzzer replays
-//! through exactly the same code under plain `cargo test`.
+//! The `token_response` fuzz harness, run by `fuzz/fuzz_targets/token_response.rs` and by
+//! `tests/fuzz_regressions.rs`, so a crash found by the fuzzer replays through exactly the same
+//! code under plain `cargo test`.
 //!
 //! Input: a token endpoint response body, optionally followed by a NUL byte and a JWKS body.
 //! The body goes through [`parse_token_response`]; its `access_token` through
-//! [`jwt::decode_unverified`], [`jwt::check_claims`] (fixed expectations and clock) and
+//! [`jwt::decode_unverified`], [`crate::ram::check_claims`] (fixed expectations and clock) and
 //! [`jwt::verify_signature`] against the input's JWKS when it parses, else [`fixed_jwks`].
 //! Besides "never panics", the harness checks that nothing but `verify_signature`'s yes/no
 //! depends on the token's signature part: the same token with a canary signature decodes to the
@@ -12,8 +12,9 @@
 //! output quotes the canary. A token that verifies against the fixed keys must also decode (only
 //! the seeds are signed with them).
 
-use idaas_projector::idaas::client::parse_token_response;
-use idaas_projector::idaas::jwt::{self, Expectations};
+use crate::idaas::client::parse_token_response;
+use crate::idaas::jwt;
+use crate::ram::Expectations;
 use jsonwebtoken::jwk::JwkSet;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -113,7 +114,7 @@ pub fn run(data: &[u8]) -> Outcome {
     }
     if let Ok(claims) = &decoded {
         outcome.decoded = true;
-        outcome.claims_ok = jwt::check_claims(claims, &expectations(), NOW).is_ok();
+        outcome.claims_ok = crate::ram::check_claims(claims, &expectations(), NOW).is_ok();
     }
 
     let verified = jwt::verify_signature(token, &jwks);

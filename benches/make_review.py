@@ -6,7 +6,7 @@ resources and mounts, the ServiceAccount token volume, owner references and mana
 Larger sizes add what makes real pods large: env vars and a kubectl last-applied-configuration
 annotation.
 
-    bench/make_review.py 4096 /tmp/review-4k.json
+    benches/make_review.py 4096 /tmp/review-4k.json
 """
 import json
 import sys

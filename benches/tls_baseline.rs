@@ -1,7 +1,7 @@
 //! The admission benchmark's baseline: the least an HTTPS admission server can do. hyper and
 //! rustls (aws-lc-rs, TLS 1.3 and 1.2, ALPN h2 and http/1.1, as the webhook), answering every
 //! request with the same fixed AdmissionReview response bytes after reading the whole body,
-//! without parsing it. `bench/admission.sh` runs it beside `webhook --standalone`, with the same
+//! without parsing it. `benches/admission.sh` runs it beside `webhook --standalone`, with the same
 //! certificate and a response of the same size, so the difference is the webhook's own work.
 //!
 //! `cargo run --release --example tls-baseline -- LISTEN CERT_PEM KEY_PEM RESPONSE_FILE`

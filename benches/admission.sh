@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Admission load benchmark, run by hand (not in CI): `webhook --standalone` against a bare
-# hyper + rustls baseline (bench/tls_baseline.rs) that answers every POST with a fixed
+# hyper + rustls baseline (benches/tls_baseline.rs) that answers every POST with a fixed
 # AdmissionReview response of the same size without parsing, both with the same certificate.
 #
-#   bench/admission.sh            # everything: throughput, fixed rate, memory
-#   DURATION=30 bench/admission.sh
-#   PARTS=memory bench/admission.sh
+#   benches/admission.sh            # everything: throughput, fixed rate, memory
+#   DURATION=30 benches/admission.sh
+#   PARTS=memory benches/admission.sh
 #
 # Throughput: h2load with 16 connections, HTTP/2 (as kube-apiserver talks to webhooks) and
 # HTTP/1.1 keep-alive (`h2load --h1`), for a 4 KiB and a 64 KiB pod; requests per second, p50
 # and p99 from h2load's per-request log, and the ratio webhook / baseline.
-# Fixed rate: bench/rate_load.rs, open loop at 1,000 requests per second over 16 connections,
+# Fixed rate: benches/rate_load.rs, open loop at 1,000 requests per second over 16 connections,
 # for the 4 KiB pod; p50 and p99 measured from when each request was due.
 # Memory: VmRSS (and its heap part) of a fresh webhook: cold, warm idle after 1,000 admissions,
 # then after 100,000 more over HTTP/2 and 100,000 more over HTTP/1.1.
@@ -57,8 +57,8 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
-python3 bench/make_review.py 4096 "$work/review-4k.json" >&2
-python3 bench/make_review.py 65536 "$work/review-64k.json" >&2
+python3 benches/make_review.py 4096 "$work/review-4k.json" >&2
+python3 benches/make_review.py 65536 "$work/review-64k.json" >&2
 
 start_webhook() {
   "$BIN" webhook --standalone \
@@ -127,7 +127,7 @@ print(f"{rps:.0f} {pct(50):.3f} {pct(99):.3f} {cpu_us:.0f}")
 EOF
 }
 
-# bench/rate_load.rs at a fixed total rate -> "rps p50_ms p99_ms"; fails on any failure.
+# benches/rate_load.rs at a fixed total rate -> "rps p50_ms p99_ms"; fails on any failure.
 rate_run() { # port body proto(h2|h1) rate
   local port=$1 body=$2 proto=$3 rate=$4 flags=() out
   [[ $proto == h1 ]] && flags+=(--http1)
@@ -144,7 +144,7 @@ rate_run() { # port body proto(h2|h1) rate
 echo "# Admission benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "machine: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(rustc --version)"
-echo "load: h2load $(h2load --version | awk '{print $2}'), $CONNS connections, 1 client thread, ${DURATION} s per run after a warm-up; bench/rate_load.rs at a fixed rate for ${RATE_SECONDS} s"
+echo "load: h2load $(h2load --version | awk '{print $2}'), $CONNS connections, 1 client thread, ${DURATION} s per run after a warm-up; benches/rate_load.rs at a fixed rate for ${RATE_SECONDS} s"
 echo
 
 if [[ " $PARTS " == *" throughput "* || " $PARTS " == *" rate "* ]]; then

@@ -1,19 +1,19 @@
-//! The `admission_review` fuzz harness, shared by `fuzz/fuzz_targets/admission_review.rs` and
-//! `tests/fuzz_regressions.rs` (included with `#[path]`), so a crash found by the fuzzer replays
-//! through exactly the same code under plain `cargo test`.
+//! The `admission_review` fuzz harness, run by `fuzz/fuzz_targets/admission_review.rs` and by
+//! `tests/fuzz_regressions.rs`, so a crash found by the fuzzer replays through exactly the same
+//! code under plain `cargo test`.
 //!
 //! Two passes over one input:
 //! 1. the bytes as an AdmissionReview body, with the default configuration: an answer or a
-//!    [`BadReview`](idaas_projector::webhook::review::BadReview), never a panic;
+//!    [`BadReview`](crate::webhook::review::BadReview), never a panic;
 //! 2. when the bytes are JSON, that JSON as the pod of a valid Pod CREATE review in namespace
 //!    `shop` (the `request.object` of an AdmissionReview is taken when there is one), opted in
 //!    with the `m2m-token` annotation. Every answer must be well formed; a patch must apply with
 //!    `json-patch`, and a second review of the patched pod must allow it with no patch.
 
+use crate::webhook::annotations;
+use crate::webhook::mutate::MutateConfig;
+use crate::webhook::review::{Standalone, review};
 use base64::Engine as _;
-use idaas_projector::webhook::annotations;
-use idaas_projector::webhook::mutate::MutateConfig;
-use idaas_projector::webhook::review::{Standalone, review};
 use serde_json::{Map, Value, json};
 
 /// The configuration of pass 2: the OIDC provider defaults so more pods get past `resolve`.

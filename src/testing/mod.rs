@@ -1,0 +1,110 @@
+//! Fixtures shared by the tests, the benches and the fuzz targets. Compiled only with the
+//! `testing` feature, which the package's dev-dependency on itself turns on for `cargo test`,
+//! `cargo bench` and the examples, and which the fuzz crate asks for; the binary built by
+//! `cargo build` never contains it.
+//!
+//! - [`fuzz`]: the fuzz harnesses, run by the cargo-fuzz targets in `fuzz/` and replayed over
+//!   `tests/data/fuzz/` by `tests/fuzz_regressions.rs`.
+//! - [`fake_kube`]: an in-process Kubernetes API answered by a closure, for tests and benches that
+//!   run the projector as a whole (the fault drills, the log redaction test, the refresh bench).
+//!   Tests of one component that assert each request in order use the `tower_test` mock in
+//!   `tests/common/mock_api.rs` instead.
+//! - [`emulator`] and [`reconcile_context`]: the IDaaS emulator and the reconciler's context as
+//!   those tests set them up; [`not_found`], the API server's 404 answer.
+
+pub mod fuzz;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+use crate::controller::reconcile::Context;
+use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
+use crate::idaas::IdaasClient;
+use crate::metrics::Metrics;
+
+/// Makes aws-lc-rs the process's rustls provider (once; later calls do nothing).
+pub fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The IDaaS emulator with one client application granted every scope.
+pub async fn emulator(
+    client_id: &str,
+    client_secret: &str,
+    audience: &str,
+    lifetime: Duration,
+) -> IdaasEmulator {
+    IdaasEmulator::start(EmulatorConfig {
+        client_id: client_id.into(),
+        client_secret: client_secret.into(),
+        audience: audience.into(),
+        scopes_granted: vec![".all".into()],
+        token_lifetime: lifetime,
+        client_public_key_pem: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// A Kubernetes client whose every request `answer` answers, from the method, the path and the
+/// JSON body sent (`null` when there is none).
+pub fn fake_kube<F>(answer: F) -> kube::Client
+where
+    F: Fn(&Method, &str, Value) -> (StatusCode, Value) + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let answer = answer.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let method = req.method().clone();
+            let bytes = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, body) = answer(&method, &path, sent);
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            )
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+/// The API server's answer (with 404) to a request for an object that does not exist.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+}
+
+/// The reconciler's context over `client`: at most `max_concurrent_refreshes` calls to IDaaS at
+/// once, a fresh token's credentials re-checked every minute, fresh metrics.
+pub fn reconcile_context(
+    client: kube::Client,
+    idaas: IdaasClient,
+    max_concurrent_refreshes: usize,
+) -> Context {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "idaas-projector".into(),
+            instance: None,
+        },
+    );
+    Context::new(
+        client,
+        idaas,
+        Arc::new(Metrics::new()),
+        recorder,
+        max_concurrent_refreshes,
+        Duration::from_secs(60),
+    )
+}

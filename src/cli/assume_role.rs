@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{CommandError, HttpArgs, OutputFormat};
+use super::{CommandError, HttpArgs, OutputArgs, OutputFormat};
 use crate::http::error_chain;
 use crate::idaas::jwt::{self, TokenClaims};
 use crate::ram::names::{
@@ -58,14 +58,8 @@ pub struct AssumeRoleArgs {
     /// Also print the AccessKeyId in full, the AccessKeySecret and the SecurityToken.
     #[arg(long, env = "IDAAS_PROJECTOR_SHOW_SECRETS")]
     pub show_secrets: bool,
-    /// Output format.
-    #[arg(
-        long,
-        env = "IDAAS_PROJECTOR_OUTPUT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -249,7 +243,7 @@ fn refusal(
         call.claims.as_ref(),
         err.get("Recommend").and_then(Value::as_str),
     );
-    if args.output == OutputFormat::Json {
+    if args.output.output == OutputFormat::Json {
         println!(
             "{}",
             json!({"error": {"httpStatus": status.as_u16(), "code": error_code, "message": message,
@@ -269,7 +263,7 @@ fn print_answer(answer: &mut Value, args: &AssumeRoleArgs) {
     } else {
         mask(&key_id)
     };
-    if args.output == OutputFormat::Json {
+    if args.output.output == OutputFormat::Json {
         if let Some(c) = answer["Credentials"].as_object_mut() {
             c.insert("AccessKeyId".into(), Value::String(shown_key));
             if !args.show_secrets {

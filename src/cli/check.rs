@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use super::{CommandError, HttpArgs, OutputFormat, parse_duration};
+use super::{CommandError, HttpArgs, OutputArgs, OutputFormat, parse_duration};
 use crate::http::display_url;
 use crate::idaas::jwt;
 use crate::idaas::{IdaasClient, TokenClaims};
@@ -41,14 +41,8 @@ pub struct CheckArgs {
     /// token's iss), else {issuer}/jwks.
     #[arg(long, env = "IDAAS_PROJECTOR_JWKS_URI")]
     pub jwks_uri: Option<String>,
-    /// Output format.
-    #[arg(
-        long,
-        env = "IDAAS_PROJECTOR_OUTPUT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -262,7 +256,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CommandError> {
         ))
     })?;
     let report = evaluate(&args, text.trim(), unix_now()).await?;
-    match args.output {
+    match args.output.output {
         OutputFormat::Text => print_text(&report),
         OutputFormat::Json => println!(
             "{}",

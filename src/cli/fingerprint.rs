@@ -18,7 +18,7 @@ use clap::Args;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 
-use super::{CommandError, HttpArgs, OutputFormat};
+use super::{CommandError, HttpArgs, OutputArgs, OutputFormat};
 use crate::http::{display_url, error_chain};
 use crate::time::rfc3339;
 
@@ -38,14 +38,8 @@ pub struct FingerprintArgs {
     /// Do not read the OIDC discovery document (only the issuer's own host is shown).
     #[arg(long, env = "IDAAS_PROJECTOR_NO_DISCOVERY")]
     pub no_discovery: bool,
-    /// Output format.
-    #[arg(
-        long,
-        env = "IDAAS_PROJECTOR_OUTPUT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -408,7 +402,7 @@ pub async fn run(args: FingerprintArgs) -> Result<(), CommandError> {
         }
     }
     let ok = mismatched.is_empty();
-    match args.output {
+    match args.output.output {
         OutputFormat::Text => {
             print_text(&reports);
             if !compare.is_empty() && ok {

@@ -171,6 +171,19 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The `--output` flag of the operator commands.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
+}
+
 /// The value parser of duration flags: `90s`, `5m`, `12h`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::time::parse_duration(s)

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::controller::ProjectorArgs;
-use super::webhook::{InjectArgs, ListenArgs, TlsArgs, settings};
+use super::webhook::WebhookFlags;
 use super::{CommandError, ServerArgs};
 
 #[derive(Debug, Args)]
@@ -20,13 +20,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IDAAS_PROJECTOR_NO_CONTROLLER")]
     pub no_controller: bool,
     #[command(flatten)]
-    pub listen: ListenArgs,
+    pub webhook: WebhookFlags,
     #[command(flatten)]
     pub server: ServerArgs,
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    #[command(flatten)]
-    pub inject: InjectArgs,
     #[command(flatten)]
     pub projector: ProjectorArgs,
 }
@@ -35,7 +31,7 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let webhook = match args.no_webhook {
         true => None,
-        false => Some(settings(&args.listen, &args.tls, &args.inject, false)?),
+        false => Some(args.webhook.settings(false)?),
     };
     let projector = (!args.no_controller).then(|| args.projector.settings());
     let process = args.server.process(webhook, projector);

@@ -1,4 +1,4 @@
-//! `webhook`: the mutating admission webhook and its admin server. Its flag groups (listener,
+//! `webhook`: the mutating admission webhook and its admin server. Its flags (listener,
 //! certificate, injection) are shared with `serve`.
 
 use std::net::SocketAddr;
@@ -20,42 +20,40 @@ pub struct WebhookArgs {
     #[arg(long, env = "IDAAS_PROJECTOR_STANDALONE")]
     pub standalone: bool,
     #[command(flatten)]
-    pub listen: ListenArgs,
+    pub webhook: WebhookFlags,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// Runs the webhook until SIGTERM.
+pub async fn run(args: WebhookArgs) -> Result<(), CommandError> {
+    let webhook = args.webhook.settings(args.standalone)?;
+    let process = args.server.process(Some(webhook), None);
+    Ok(crate::process::run(process).await?)
+}
+
+/// The webhook's flags, shared by `webhook` and `serve`.
+#[derive(Debug, Args)]
+pub struct WebhookFlags {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
     pub inject: InjectArgs,
 }
 
-/// Runs the webhook until SIGTERM.
-pub async fn run(args: WebhookArgs) -> Result<(), CommandError> {
-    let webhook = settings(&args.listen, &args.tls, &args.inject, args.standalone)?;
-    let process = args.server.process(Some(webhook), None);
-    Ok(crate::process::run(process).await?)
-}
-
-/// The webhook's settings from its flags, checked before anything touches the network.
-pub fn settings(
-    listen: &ListenArgs,
-    tls: &TlsArgs,
-    inject: &InjectArgs,
-    standalone: bool,
-) -> Result<Settings, CommandError> {
-    Ok(Settings {
-        listen: listen.listen,
-        tls: tls.source(standalone)?,
-        inject: inject.to_config().map_err(CommandError::Usage)?,
-        standalone,
-    })
-}
-
-#[derive(Debug, Args)]
-pub struct ListenArgs {
-    /// Address of the HTTPS webhook listener.
-    #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "0.0.0.0:9443")]
-    pub listen: SocketAddr,
+impl WebhookFlags {
+    /// The webhook's settings, checked before anything touches the network.
+    pub fn settings(&self, standalone: bool) -> Result<Settings, CommandError> {
+        Ok(Settings {
+            listen: self.listen,
+            tls: self.tls.source(standalone)?,
+            inject: self.inject.to_config().map_err(CommandError::Usage)?,
+            standalone,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -68,18 +68,10 @@ fn bench(c: &mut Criterion) {
             .unwrap()
         })
     });
-    let body = serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "7f0c8a62-3c1e-4f0e-9d5b-2b1f8d8e9a10",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": pod,
-        }
-    }))
+    let body = serde_json::to_vec(&idaas_projector::testing::pod_review(
+        "7f0c8a62-3c1e-4f0e-9d5b-2b1f8d8e9a10",
+        pod.clone(),
+    ))
     .unwrap();
     c.bench_function("review/3-container pod (parse, mutate, encode)", |b| {
         b.iter(|| review(black_box(&body), &cfg, &Standalone).unwrap())

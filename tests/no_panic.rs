@@ -40,18 +40,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 fn pod_with(annotations: Value, spec: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": {"metadata": {"name": "p", "annotations": annotations}, "spec": spec}
-        }
-    }))
-    .unwrap()
+    let pod = json!({"metadata": {"name": "p", "annotations": annotations}, "spec": spec});
+    serde_json::to_vec(&idaas_projector::testing::pod_review("u", pod)).unwrap()
 }
 
 proptest! {

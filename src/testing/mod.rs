@@ -10,7 +10,8 @@
 //!   Tests of one component that assert each request in order use the `tower_test` mock in
 //!   `tests/common/mock_api.rs` instead.
 //! - [`emulator`] and [`reconcile_context`]: the IDaaS emulator and the reconciler's context as
-//!   those tests set them up; [`not_found`], the API server's 404 answer.
+//!   those tests set them up; [`not_found`], the API server's 404 answer; [`pod_review`], the
+//!   AdmissionReview of a pod.
 
 pub mod fuzz;
 
@@ -78,6 +79,22 @@ where
         }
     });
     kube::Client::new(service, "default")
+}
+
+/// An AdmissionReview of a Pod CREATE in namespace `shop`, as the API server sends it.
+pub fn pod_review(uid: &str, pod: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "object": pod,
+        }
+    })
 }
 
 /// The API server's answer (with 404) to a request for an object that does not exist.

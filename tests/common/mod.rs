@@ -151,26 +151,18 @@ pub fn client(ca_pem: &str, http2: bool, pooled: bool) -> reqwest::Client {
 
 /// An AdmissionReview for a pod opting in.
 pub fn review_body(uid: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "payments", "annotations": {
-                    "idaas-projector.io/m2m-token": "payments",
-                    "idaas-projector.io/role-arn": "acs:ram::1234567890123456:role/payments"}},
-                "spec": {"containers": [
-                    {"name": "app", "image": "registry.example.com/app:1"},
-                    {"name": "proxy", "image": "registry.example.com/proxy:1"}]}
-            }
-        }
-    })
+    idaas_projector::testing::pod_review(
+        uid,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "payments", "annotations": {
+                "idaas-projector.io/m2m-token": "payments",
+                "idaas-projector.io/role-arn": "acs:ram::1234567890123456:role/payments"}},
+            "spec": {"containers": [
+                {"name": "app", "image": "registry.example.com/app:1"},
+                {"name": "proxy", "image": "registry.example.com/proxy:1"}]}
+        }),
+    )
 }
 
 /// Lays out `dir` like a mounted Secret: `..<gen>/tls.{crt,key}`, `..data -> ..<gen>`,

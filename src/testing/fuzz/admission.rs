@@ -99,19 +99,8 @@ fn opt_in(pod: &mut Value) {
 
 /// A valid Pod CREATE review of `pod` in namespace `shop`.
 fn pod_review(pod: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "fuzz-uid",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": pod,
-        }
-    }))
-    .expect("a Value serializes")
+    serde_json::to_vec(&crate::testing::pod_review("fuzz-uid", pod.clone()))
+        .expect("a Value serializes")
 }
 
 /// Reviews `pod` wrapped in a valid envelope; `None` only when the envelope is too deeply

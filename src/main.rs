@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use idaas_projector::cli::{self, Cli};
+use idaas_projector::cli::{self, Cli, CommandError, Voice};
 
 /// mimalloc: a webhook admission allocates a JSON tree per pod and frees it at once, where
 /// glibc's malloc spent a fifth of the CPU (see BENCHMARKS.md).
@@ -15,12 +15,11 @@ async fn main() -> ExitCode {
         .install_default()
         .is_err()
     {
-        eprintln!("error: a rustls crypto provider was already installed");
-        return ExitCode::from(cli::EXIT_FAILURE);
+        let e = CommandError::Failed("a rustls crypto provider was already installed".to_owned());
+        return cli::exit_code(Err(e), Voice::Terminal);
     }
     if let Err(e) = cli::init_tracing(&cli.log) {
-        eprintln!("error: {e}");
-        return ExitCode::from(cli::EXIT_USAGE);
+        return cli::exit_code(Err(CommandError::Usage(e)), Voice::Terminal);
     }
     cli::run(cli).await
 }

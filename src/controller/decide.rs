@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::schedule::{self, Backoff, Plan};
-use super::secret::StoredToken;
+use super::secret::{ALLOWED_M2M_TOKENS, CLIENT_CREDENTIALS_LABEL, StoredToken};
 use super::status::{self, Report, TokenTimes, reason};
 use crate::crd::M2MTokenStatus;
 use crate::idaas::{Credential, ErrorClass, RefreshError, TokenClaims};
@@ -25,6 +25,9 @@ pub struct Observed {
     pub uid: String,
     /// The M2MToken's current status.
     pub status: Option<M2MTokenStatus>,
+    /// The last report this replica wrote into the status; the status as read may not show it
+    /// yet (a reconcile triggered by that very write can read the object from before it).
+    pub last_report: Option<Report>,
     /// The failure (or hold-off) remembered for this M2MToken.
     pub failure: Option<Failure>,
     /// How often a fresh token's credentials Secret is looked at again.
@@ -64,6 +67,9 @@ pub struct Inputs {
     pub credential: Credential,
     /// The credentials Secret's `resourceVersion`.
     pub credentials_version: Option<String>,
+    /// The managed Secret's `resourceVersion` as read, the precondition of its write; `None`:
+    /// there is no Secret of that name, so it is created.
+    pub managed_version: Option<String>,
 }
 
 impl Inputs {
@@ -178,7 +184,7 @@ pub fn decide(o: &Observed) -> Decision<'_> {
             message: format!(
                 "Secret {secret_name:?} exists and is not managed by this M2MToken; set spec.secretName to another name or delete that Secret"
             ),
-            retry_in: o.backoff.cap,
+            retry_in: o.backoff.cap.min(o.recheck_interval),
         },
         Found::CredentialsProblem {
             reason,
@@ -190,6 +196,30 @@ pub fn decide(o: &Observed) -> Decision<'_> {
             recheck_in: o.recheck_interval,
         },
         Found::Inputs(inputs) => decide_refresh(o, inputs),
+    }
+}
+
+/// Whether the M2MToken `m2mtoken` may use the credentials Secret `secret_name`, given the value
+/// of that Secret's label [`CLIENT_CREDENTIALS_LABEL`] and of its annotation
+/// [`ALLOWED_M2M_TOKENS`]: the label must say `"true"`, and the annotation, when there is one,
+/// must name the M2MToken. `Err`: the message of a `CredentialsNotAllowed` condition, saying what
+/// to add.
+pub fn credentials_allowed(
+    secret_name: &str,
+    label: Option<&str>,
+    allowed: Option<&str>,
+    m2mtoken: &str,
+) -> Result<(), String> {
+    if label != Some("true") {
+        return Err(format!(
+            "credentials Secret {secret_name:?} is not open to the projector: add the label {CLIENT_CREDENTIALS_LABEL}: \"true\" to it"
+        ));
+    }
+    match allowed {
+        Some(list) if !list.split(',').any(|n| n.trim() == m2mtoken) => Err(format!(
+            "credentials Secret {secret_name:?} does not allow M2MToken {m2mtoken:?}: add {m2mtoken:?} to its annotation {ALLOWED_M2M_TOKENS} (now {list:?})"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -221,13 +251,21 @@ fn decide_refresh<'o>(o: &'o Observed, inputs: &'o Inputs) -> Decision<'o> {
     }
 }
 
-/// The stored token serves: the status says so, keeping a Ready=True condition's own words.
+/// The stored token serves: the status says so, in the words of this replica's last report
+/// about that very token, else of a Ready=True condition, else as `TokenValid`.
 fn up_to_date<'o>(o: &Observed, s: &StoredToken, plan: &Plan) -> Decision<'o> {
-    let (reason, message) = match status::ready(o.status.as_ref()).filter(|c| c.status == "True") {
-        Some(c) => (c.reason.clone(), c.message.clone()),
-        None => (
+    let ours = o
+        .last_report
+        .as_ref()
+        .filter(|r| r.ready && r.times.is_some_and(|t| t.issued_at == s.iat));
+    let ready = status::ready(o.status.as_ref()).filter(|c| c.status == "True");
+    let (reason, message, refreshed_at) = match (ours, ready) {
+        (Some(r), _) => (r.reason.clone(), r.message.clone(), r.refreshed_at),
+        (None, Some(c)) => (c.reason.clone(), c.message.clone(), None),
+        (None, None) => (
             reason::TOKEN_VALID.to_owned(),
             format!("the Secret holds a valid token until {}", rfc3339(s.exp)),
+            None,
         ),
     };
     let report = Report {
@@ -240,7 +278,7 @@ fn up_to_date<'o>(o: &Observed, s: &StoredToken, plan: &Plan) -> Decision<'o> {
             refresh_at: plan.refresh_at,
         }),
         subject: s.sub.clone(),
-        refreshed_at: None,
+        refreshed_at,
     };
     Decision::UpToDate {
         report,
@@ -348,6 +386,44 @@ impl Fetch<'_> {
     }
 }
 
+/// What the write of the managed Secret met instead of success (HTTP 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteConflict {
+    /// The create found a Secret of that name: someone else made one since the read.
+    AlreadyExists,
+    /// The write found the managed Secret changed since the read (its `resourceVersion`).
+    Changed,
+}
+
+/// What to do after a write of the managed Secret that did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflicted {
+    /// The status to report (`None`: nothing; the next look reports).
+    pub report: Option<Report>,
+    /// Look again (and read the Secret again) after this.
+    pub requeue: Duration,
+}
+
+impl Fetch<'_> {
+    /// The write of the fetched token into `secret_name` met `conflict`. Nothing was written and
+    /// nothing is written now but, for a Secret someone else created, a `SecretConflict`
+    /// status; the next look, soon, reads the Secret again. Not a failure of the refresh.
+    pub fn write_conflict(&self, conflict: WriteConflict, secret_name: &str) -> Conflicted {
+        let report = (conflict == WriteConflict::AlreadyExists).then(|| {
+            Report::not_ready(
+                reason::SECRET_CONFLICT,
+                &format!(
+                    "Secret {secret_name:?} was created by someone else while this M2MToken's token was being written; it is left alone: set spec.secretName to another name or delete that Secret"
+                ),
+            )
+        });
+        Conflicted {
+            report,
+            requeue: self.observed.backoff.base,
+        }
+    }
+}
+
 /// When to look again at a token refreshed at `refresh_at`: then, or after the re-check interval
 /// if that comes first (the credentials may change in between).
 fn next_look(o: &Observed, refresh_at: i64) -> Duration {
@@ -395,6 +471,7 @@ mod tests {
                 client_secret: SecretString::from("s3cr3t"),
             },
             credentials_version: Some("42".to_owned()),
+            managed_version: Some("7".to_owned()),
         }
     }
 
@@ -404,6 +481,7 @@ mod tests {
             generation: Some(1),
             uid: "uid-1".to_owned(),
             status: None,
+            last_report: None,
             failure: None,
             recheck_interval: RECHECK,
             backoff: Backoff::DEFAULT,
@@ -469,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_secret_is_a_conflict_looked_at_after_the_backoff_cap() {
+    fn a_foreign_secret_is_a_conflict_looked_at_within_the_recheck_interval() {
         let o = observed(Found::ForeignSecret {
             secret_name: "payments".to_owned(),
         });
@@ -479,9 +557,51 @@ mod tests {
                     message.starts_with("Secret \"payments\" exists"),
                     "{message}"
                 );
-                assert_eq!(retry_in, Backoff::DEFAULT.cap);
+                assert_eq!(retry_in, RECHECK);
             }
             other => panic!("{other:?}"),
+        }
+        // A re-check interval above the backoff cap: the cap.
+        let mut o = o;
+        o.recheck_interval = Duration::from_secs(3600);
+        match decide(&o) {
+            Decision::SecretConflict { retry_in, .. } => {
+                assert_eq!(retry_in, Backoff::DEFAULT.cap)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn credentials_are_allowed_only_with_the_label_and_within_the_annotation() {
+        assert_eq!(
+            credentials_allowed("c", Some("true"), None, "payments"),
+            Ok(())
+        );
+        for allowed in ["payments", "orders,payments", " orders , payments "] {
+            assert_eq!(
+                credentials_allowed("c", Some("true"), Some(allowed), "payments"),
+                Ok(()),
+                "{allowed}"
+            );
+        }
+        for label in [None, Some("false"), Some("True"), Some("")] {
+            let message = credentials_allowed("c", label, Some("payments"), "payments")
+                .expect_err("no label, no use");
+            assert_eq!(
+                message,
+                "credentials Secret \"c\" is not open to the projector: add the label idaas-projector.io/client-credentials: \"true\" to it"
+            );
+        }
+        for allowed in ["orders", "", "payments-2,pay"] {
+            let message = credentials_allowed("c", Some("true"), Some(allowed), "payments")
+                .expect_err("not listed");
+            assert_eq!(
+                message,
+                format!(
+                    "credentials Secret \"c\" does not allow M2MToken \"payments\": add \"payments\" to its annotation idaas-projector.io/allowed-m2m-tokens (now {allowed:?})"
+                )
+            );
         }
     }
 
@@ -593,6 +713,76 @@ mod tests {
             panic!("expected up to date");
         };
         assert_eq!(report.reason, reason::TOKEN_VALID);
+    }
+
+    #[test]
+    fn a_status_read_from_before_our_own_write_keeps_the_refreshed_report() {
+        // The reconcile after a refresh reads the M2MToken from before the status write: no
+        // status, or the words of the token before; the Secret holds the token just written.
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let written = fetch.refreshed("header.claims.signature", &claims(NOW - 60, NOW + 3540));
+        let older = status::ready_condition(None, true, reason::TOKEN_VALID, "older", None, 0);
+        for status in [
+            None,
+            Some(M2MTokenStatus {
+                conditions: vec![older],
+                ..M2MTokenStatus::default()
+            }),
+        ] {
+            let mut o = with_token(60);
+            o.status = status;
+            o.last_report = Some(written.report.clone());
+            let Decision::UpToDate { report, .. } = decide(&o) else {
+                panic!("expected up to date");
+            };
+            assert_eq!(report.reason, reason::REFRESHED);
+            assert_eq!(report.message, written.message);
+            assert_eq!(report.refreshed_at, Some(NOW));
+        }
+
+        // A report about another token, or a Ready=False one, does not count.
+        let mut o = with_token(60);
+        let mut other = written.report.clone();
+        other.times = other.times.map(|t| TokenTimes {
+            issued_at: NOW - 4000,
+            ..t
+        });
+        o.last_report = Some(other);
+        let Decision::UpToDate { report, .. } = decide(&o) else {
+            panic!("expected up to date");
+        };
+        assert_eq!(report.reason, reason::TOKEN_VALID);
+        o.last_report = Some(Report::not_ready(reason::CREDENTIALS_NOT_FOUND, "gone"));
+        let Decision::UpToDate { report, .. } = decide(&o) else {
+            panic!("expected up to date");
+        };
+        assert_eq!(report.reason, reason::TOKEN_VALID);
+    }
+
+    #[test]
+    fn a_write_conflict_writes_nothing_and_looks_again_soon() {
+        let o = observed(Found::Inputs(inputs(None)));
+        let Decision::Fetch(fetch) = decide(&o) else {
+            panic!("expected a fetch");
+        };
+        let changed = fetch.write_conflict(WriteConflict::Changed, "payments");
+        assert_eq!(changed.report, None);
+        assert_eq!(changed.requeue, Backoff::DEFAULT.base);
+        let taken = fetch.write_conflict(WriteConflict::AlreadyExists, "payments");
+        let report = taken.report.expect("a SecretConflict status");
+        assert!(!report.ready);
+        assert_eq!(report.reason, reason::SECRET_CONFLICT);
+        assert!(
+            report
+                .message
+                .starts_with("Secret \"payments\" was created by someone else"),
+            "{}",
+            report.message
+        );
+        assert_eq!(taken.requeue, Backoff::DEFAULT.base);
     }
 
     #[test]

@@ -23,7 +23,6 @@ use futures::FutureExt;
 use futures::future::Shared;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -76,16 +75,17 @@ pub async fn run_controllers(
         namespaces.iter().cloned().map(Some).collect()
     };
     let controllers = scopes.into_iter().map(|ns| {
-        let (tokens, secrets): (Api<M2MToken>, Api<Secret>) = match &ns {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
+        // Only M2MTokens are watched. Secrets are never listed or watched: each reconcile reads
+        // the two it needs by name, and every outcome looks again within the re-check interval,
+        // so a changed or deleted managed Secret is noticed then.
+        let tokens: Api<M2MToken> = match &ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
         };
         let ctx = ctx.clone();
         let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
-        // Forget the expiry gauges of deleted M2MTokens once a minute.
+        // Forget what is kept about deleted M2MTokens (expiry gauges, failures, reports) once a
+        // minute.
         let store = controller.store();
         let weak = Arc::downgrade(&ctx);
         let scope = ns.clone();
@@ -106,10 +106,6 @@ pub async fn run_controllers(
             }
         });
         controller
-            .owns(
-                secrets,
-                watcher::Config::default().labels(&secret::managed_selector()),
-            )
             .graceful_shutdown_on(stop.clone())
             .run(reconcile, error_policy, ctx)
             .for_each(|result| async move {

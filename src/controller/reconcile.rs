@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
@@ -18,9 +18,11 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::decide::{Decision, Failure, Fetch, Found, Inputs, Observed, decide};
+use super::decide::{
+    self, Decision, Failure, Fetch, Found, Inputs, Observed, WriteConflict, decide,
+};
 use super::schedule::Backoff;
-use super::secret::{self, MANAGER};
+use super::secret::{self, ALLOWED_M2M_TOKENS, CLIENT_CREDENTIALS_LABEL, MANAGER};
 use super::status::{self, Report, reason};
 use crate::crd::{ClientAuthMethod, M2MToken};
 use crate::idaas::{Credential, FetchedToken, IdaasClient, RefreshError, TokenRequest};
@@ -75,6 +77,8 @@ pub struct Context {
     api_errors: Mutex<HashMap<String, u32>>,
     /// The M2MTokens with an expiry gauge, so that deleted ones can be forgotten.
     known: Mutex<std::collections::HashSet<(String, String)>>,
+    /// The last report each M2MToken's status was given by this replica.
+    reports: Mutex<HashMap<String, Report>>,
 }
 
 impl Context {
@@ -98,6 +102,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             api_errors: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
+            reports: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,7 +113,8 @@ impl Context {
         }
     }
 
-    /// Forgets the expiry gauges of M2MTokens for which `exists` says no (deleted ones).
+    /// Forgets what is kept about the M2MTokens for which `exists` says no (deleted ones): their
+    /// expiry gauges, failure records, API error counts and last reports.
     pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
         if let Ok(mut known) = self.known.lock() {
             known.retain(|(ns, name)| {
@@ -118,6 +124,19 @@ impl Context {
                 }
                 keep
             });
+        }
+        forget_keys(&self.failures, &exists);
+        forget_keys(&self.api_errors, &exists);
+        forget_keys(&self.reports, &exists);
+    }
+
+    fn last_report(&self, key: &str) -> Option<Report> {
+        self.reports.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember_report(&self, key: &str, report: &Report) {
+        if let Ok(mut m) = self.reports.lock() {
+            m.insert(key.to_owned(), report.clone());
         }
     }
 
@@ -157,6 +176,16 @@ impl Context {
     }
 }
 
+/// Drops the entries of a map keyed `namespace/name` for which `exists` says no.
+fn forget_keys<V>(map: &Mutex<HashMap<String, V>>, exists: &impl Fn(&str, &str) -> bool) {
+    if let Ok(mut m) = map.lock() {
+        m.retain(|key, _| {
+            key.split_once('/')
+                .is_none_or(|(ns, name)| exists(ns, name))
+        });
+    }
+}
+
 /// Parses `maxTokenAge` (1h..168h).
 pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {
     let d = crate::time::parse_duration(s)
@@ -168,7 +197,8 @@ pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {
 }
 
 /// The credential in the credentials Secret, with that Secret's `resourceVersion`; or why there is
-/// none (a condition reason and a message).
+/// none (a condition reason and a message). The value is looked at only once the Secret has
+/// opted in ([`decide::credentials_allowed`]).
 fn credentials(
     token: &M2MToken,
     secret: Option<Secret>,
@@ -184,6 +214,22 @@ fn credentials(
             ),
         ));
     };
+    let meta = &secret.metadata;
+    let label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CLIENT_CREDENTIALS_LABEL));
+    let allowed = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOWED_M2M_TOKENS));
+    decide::credentials_allowed(
+        &r.name,
+        label.map(String::as_str),
+        allowed.map(String::as_str),
+        &token.name_any(),
+    )
+    .map_err(|message| (reason::CREDENTIALS_NOT_ALLOWED, message))?;
     let value = secret
         .data
         .as_ref()
@@ -271,6 +317,7 @@ impl<'a> Run<'a> {
             generation: self.token.metadata.generation,
             uid: self.token.uid().unwrap_or_default(),
             status: self.token.status.clone(),
+            last_report: self.ctx.last_report(&self.key),
             failure: self.ctx.failure(&self.key),
             recheck_interval: self.ctx.recheck_interval,
             backoff: self.ctx.backoff,
@@ -293,6 +340,7 @@ impl<'a> Run<'a> {
             return Ok(Found::ForeignSecret { secret_name });
         }
         let stored = existing.as_ref().and_then(secret::read);
+        let managed_version = existing.and_then(|s| s.metadata.resource_version);
         let creds_name = &self.token.spec.client_auth.secret_ref.name;
         let creds_secret = self.secrets.get_opt(creds_name).await?;
         Ok(match credentials(self.token, creds_secret) {
@@ -301,6 +349,7 @@ impl<'a> Run<'a> {
                 stored,
                 credential,
                 credentials_version,
+                managed_version,
             }),
             Err((reason, message)) => Found::CredentialsProblem {
                 reason,
@@ -381,19 +430,18 @@ impl<'a> Run<'a> {
         let (raw, claims) = (fetched.token.expose_secret(), &fetched.claims);
         let done = fetch.refreshed(raw, claims);
         if done.write {
-            let version = fetch.inputs.credentials_version.as_deref();
             let body = secret::desired(
                 self.token,
                 &self.secret_name,
                 raw,
                 claims.iat,
                 claims.exp,
-                version,
+                fetch.inputs.credentials_version.as_deref(),
+                fetch.inputs.managed_version.as_deref(),
             );
-            let apply = PatchParams::apply(MANAGER).force();
-            self.secrets
-                .patch(&self.secret_name, &apply, &Patch::Apply(body))
-                .await?;
+            if let Some(conflict) = self.write_secret(&body).await? {
+                return self.conflicted(fetch, conflict).await;
+            }
             ctx.metrics.secret_writes.inc();
         }
         ctx.metrics.refresh(RefreshResult::success, "Refreshed");
@@ -408,6 +456,55 @@ impl<'a> Run<'a> {
             ctx.set_failure(&self.key, Some(hold));
         }
         Ok(Action::requeue(done.requeue))
+    }
+
+    /// Writes the managed Secret: a plain create when the read found none (so a Secret someone
+    /// else made since is never taken over), else server-side apply with the `resourceVersion`
+    /// read as its precondition (the API server refuses the write with 409 when the Secret
+    /// changed since). A 409 comes back as the conflict it means: nothing was written.
+    async fn write_secret(&self, body: &Secret) -> Result<Option<WriteConflict>, Error> {
+        let created = body.metadata.resource_version.is_none();
+        let result = if created {
+            let params = PostParams {
+                dry_run: false,
+                field_manager: Some(MANAGER.to_owned()),
+            };
+            self.secrets.create(&params, body).await.map(drop)
+        } else {
+            let apply = PatchParams::apply(MANAGER).force();
+            self.secrets
+                .patch(&self.secret_name, &apply, &Patch::Apply(body))
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
+                Ok(Some(if created {
+                    WriteConflict::AlreadyExists
+                } else {
+                    WriteConflict::Changed
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The Secret was not written (`conflict`): nothing else is written but, for a Secret
+    /// someone else created, the status; the next look reads the Secret again soon.
+    async fn conflicted(
+        &self,
+        fetch: &Fetch<'_>,
+        conflict: WriteConflict,
+    ) -> Result<Action, Error> {
+        let conflicted = fetch.write_conflict(conflict, &self.secret_name);
+        tracing::info!(namespace = %self.namespace, m2mtoken = %self.name,
+            secret = %self.secret_name, ?conflict, retry_in = ?conflicted.requeue,
+            "the Secret changed since it was read: not written");
+        if let Some(report) = &conflicted.report {
+            self.report(report).await?;
+        }
+        Ok(Action::requeue(conflicted.requeue))
     }
 
     /// No usable token: remember the failure, publish it, and say so in the status.
@@ -427,6 +524,8 @@ impl<'a> Run<'a> {
     /// Patches the status `report` leads to, unless the M2MToken already has it.
     async fn report(&self, report: &Report) -> Result<(), Error> {
         let new = status::next(self.token, report, self.now);
+        // Remembered first: the next reconcile may read the M2MToken from before this write.
+        self.ctx.remember_report(&self.key, report);
         if self.token.status.as_ref() == Some(&new) {
             return Ok(());
         }

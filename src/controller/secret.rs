@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use serde_json::{Value, json};
 
 use crate::crd::M2MToken;
 use crate::idaas::jwt;
@@ -29,15 +28,16 @@ pub const GENERATION: &str = "idaas-projector.io/generation";
 /// The credentials Secret's `resourceVersion` the token was fetched with.
 pub const CREDENTIALS_VERSION: &str = "idaas-projector.io/credentials-version";
 
-/// The label selector of managed Secrets (the controller watches only these).
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGER}")
-}
+/// Label a credentials Secret must carry, with the value `"true"`, for the projector to use it.
+pub const CLIENT_CREDENTIALS_LABEL: &str = "idaas-projector.io/client-credentials";
+/// Annotation of a credentials Secret: the comma-separated names of the M2MTokens (same
+/// namespace) that may use it; when absent, every M2MToken of the namespace may.
+pub const ALLOWED_M2M_TOKENS: &str = "idaas-projector.io/allowed-m2m-tokens";
 
 /// What the projector needs to know about the token a Secret holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredToken {
-    /// The raw token; compared, never logged.
+    /// The raw token; compared, never logged (`Debug` leaves it out).
     pub token: String,
     pub iat: i64,
     /// min(`exp`, the `expires-at` annotation).
@@ -45,6 +45,19 @@ pub struct StoredToken {
     pub sub: Option<String>,
     pub generation: Option<i64>,
     pub credentials_version: Option<String>,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("token", &"[REDACTED]")
+            .field("iat", &self.iat)
+            .field("exp", &self.exp)
+            .field("sub", &self.sub)
+            .field("generation", &self.generation)
+            .field("credentials_version", &self.credentials_version)
+            .finish()
+    }
 }
 
 impl std::fmt::Display for StoredToken {
@@ -103,8 +116,8 @@ pub fn owner_reference(token: &M2MToken) -> Option<OwnerReference> {
     token.controller_owner_ref(&())
 }
 
-/// The server-side-apply body of the managed Secret.
-#[allow(clippy::too_many_arguments)]
+/// The managed Secret as the projector writes it: created as it is when there is none, else
+/// applied with `resource_version` (the one read) as the precondition of the write.
 pub fn desired(
     token: &M2MToken,
     secret_name: &str,
@@ -112,7 +125,8 @@ pub fn desired(
     iat: i64,
     exp: i64,
     credentials_version: Option<&str>,
-) -> Value {
+    resource_version: Option<&str>,
+) -> Secret {
     let name = token.metadata.name.clone().unwrap_or_default();
     let mut labels = BTreeMap::new();
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
@@ -126,19 +140,65 @@ pub fn desired(
     if let Some(v) = credentials_version {
         annotations.insert(CREDENTIALS_VERSION.to_owned(), v.to_owned());
     }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": secret_name,
-            "namespace": token.metadata.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": owner_reference(token).into_iter().collect::<Vec<_>>(),
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.to_owned()),
+            namespace: token.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(owner_reference(token).into_iter().collect()),
+            resource_version: resource_version.map(str::to_owned),
+            ..ObjectMeta::default()
         },
-        "type": "Opaque",
-        "data": {
-            TOKEN_KEY: base64::engine::general_purpose::STANDARD.encode(raw_token.as_bytes()),
-        },
-    })
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(raw_token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_stored_token_leaves_the_token_out() {
+        let stored = StoredToken {
+            token: "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhcHAifQ.c2lnbmF0dXJl".to_owned(),
+            iat: 1_800_000_000,
+            exp: 1_800_003_600,
+            sub: Some("app".to_owned()),
+            generation: Some(1),
+            credentials_version: Some("42".to_owned()),
+        };
+        let debug = format!("{stored:?} {stored:#?}");
+        assert!(!debug.contains(&stored.token), "{debug}");
+        assert!(!debug.contains("c2lnbmF0dXJl"), "{debug}");
+        assert!(debug.contains("1800000000"), "{debug}");
+    }
+
+    #[test]
+    fn the_desired_secret_carries_the_read_resource_version_only_when_given() {
+        let mut token = M2MToken::new(
+            "payments",
+            serde_json::from_value(serde_json::json!({
+                "issuer": "https://issuer.example", "audience": "a", "clientId": "app",
+                "clientAuth": {"secretRef": {"name": "c", "key": "k"}}
+            }))
+            .unwrap(),
+        );
+        token.metadata.namespace = Some("shop".to_owned());
+        token.metadata.uid = Some("uid-1".to_owned());
+        let created = desired(&token, "payments", "a.b.c", 1, 2, Some("42"), None);
+        let applied = desired(&token, "payments", "a.b.c", 1, 2, Some("42"), Some("7"));
+        assert_eq!(created.metadata.resource_version, None);
+        assert_eq!(applied.metadata.resource_version.as_deref(), Some("7"));
+        let json = serde_json::to_value(&applied).unwrap();
+        assert_eq!(json["apiVersion"], "v1");
+        assert_eq!(json["kind"], "Secret");
+        assert_eq!(json["metadata"]["resourceVersion"], "7");
+        assert_eq!(json["data"][TOKEN_KEY], "YS5iLmM=");
+    }
 }

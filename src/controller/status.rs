@@ -15,6 +15,8 @@ pub mod reason {
     pub const TOKEN_VALID: &str = "TokenValid";
     pub const CREDENTIALS_NOT_FOUND: &str = "CredentialsSecretNotFound";
     pub const CREDENTIALS_KEY_MISSING: &str = "CredentialsKeyMissing";
+    /// The credentials Secret lacks the opt-in label, or its annotation leaves the M2MToken out.
+    pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const INVALID_SPEC: &str = "InvalidSpec";
 }

@@ -93,13 +93,31 @@ fn managed_secret(token: &str, iat: i64, exp: i64, creds_version: &str) -> Value
     })
 }
 
+/// The credentials Secret, open to the projector (its label) and to every M2MToken.
 fn credentials_secret() -> Value {
     json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "payments-idaas-client", "namespace": NS, "resourceVersion": "42"},
+        "metadata": {"name": "payments-idaas-client", "namespace": NS, "resourceVersion": "42",
+            "labels": {"idaas-projector.io/client-credentials": "true"}},
         "type": "Opaque",
         "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode(CLIENT_SECRET)}
     })
+}
+
+/// The API server's 409 answer: `reason` `AlreadyExists` (a create) or `Conflict` (a write with a
+/// stale `resourceVersion`).
+fn conflict(reason: &str) -> (StatusCode, Value) {
+    let message = match reason {
+        "AlreadyExists" => format!("secrets \"{NAME}\" already exists"),
+        _ => format!(
+            "Operation cannot be fulfilled on secrets \"{NAME}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+    };
+    (
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+            "message": message, "code": 409}),
+    )
 }
 
 fn not_found(name: &str) -> (StatusCode, Value) {
@@ -146,6 +164,14 @@ async fn expect(
             "server-side apply"
         );
     }
+    if sent.method == Method::POST && path == SECRETS_PATH {
+        sent.assert_query(&["fieldManager=idaas-projector"]);
+        assert!(
+            !sent.query.contains("force"),
+            "a plain create: {}",
+            sent.query
+        );
+    }
     let body = sent.body;
     let (status, mut answer) = answer;
     if answer == json!({}) {
@@ -166,6 +192,7 @@ async fn expect(
 }
 
 const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/payments";
+const SECRETS_PATH: &str = "/api/v1/namespaces/shop/secrets";
 const CREDS_PATH: &str = "/api/v1/namespaces/shop/secrets/payments-idaas-client";
 const STATUS_PATH: &str =
     "/apis/idaas-projector.io/v1alpha1/namespaces/shop/m2mtokens/payments/status";
@@ -181,8 +208,14 @@ fn ready(status_patch: &Value) -> (String, String, String) {
     )
 }
 
-/// The Secret written on a successful refresh.
-fn assert_applied_secret(body: &Value) -> String {
+/// The Secret written on a successful refresh: created without a `resourceVersion`, or applied
+/// with the one read (`resource_version`) as the precondition.
+fn assert_applied_secret(body: &Value, resource_version: Option<&str>) -> String {
+    assert_eq!(
+        body["metadata"]["resourceVersion"].as_str(),
+        resource_version,
+        "the precondition of the write"
+    );
     assert_eq!(body["kind"], "Secret");
     assert_eq!(body["type"], "Opaque");
     assert_eq!(body["metadata"]["name"], NAME);
@@ -224,23 +257,50 @@ async fn run_refresh_success(
     t: M2MToken,
     existing: (StatusCode, Value),
 ) -> Action {
+    run_refresh_success_with(h, t, existing, credentials_secret())
+        .await
+        .0
+}
+
+/// A refresh that writes the Secret: a create (POST) when `existing` is a 404, else a
+/// server-side apply (PATCH) with the `resourceVersion` read. Returns the Secret written.
+async fn run_refresh_success_with(
+    h: &mut Harness,
+    t: M2MToken,
+    existing: (StatusCode, Value),
+    credentials: Value,
+) -> (Action, Value) {
     let task = spawn_reconcile(h, t);
+    let read_version = existing.1["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_owned);
+    let created = existing.0 == StatusCode::NOT_FOUND;
     expect(&mut h.api, Method::GET, SECRET_PATH, existing).await;
     expect(
         &mut h.api,
         Method::GET,
         CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
+        (StatusCode::OK, credentials),
     )
     .await;
-    let applied = expect(
-        &mut h.api,
-        Method::PATCH,
-        SECRET_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
-    assert_applied_secret(&applied);
+    let applied = if created {
+        expect(
+            &mut h.api,
+            Method::POST,
+            SECRETS_PATH,
+            (StatusCode::CREATED, json!({})),
+        )
+        .await
+    } else {
+        expect(
+            &mut h.api,
+            Method::PATCH,
+            SECRET_PATH,
+            (StatusCode::OK, json!({})),
+        )
+        .await
+    };
+    assert_applied_secret(&applied, read_version.as_deref());
     let event = expect(
         &mut h.api,
         Method::POST,
@@ -266,7 +326,7 @@ async fn run_refresh_success(
     }
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
-    action
+    (action, applied)
 }
 
 fn spawn_reconcile(
@@ -711,4 +771,298 @@ async fn api_errors_back_off_and_reset_after_success() {
         text.contains("idaas_projector_reconcile_errors_total{error=\"missing_field\"} 12"),
         "{text}"
     );
+}
+
+/// Runs one reconcile that stops at the credentials Secret `credentials` and returns its Ready
+/// condition (status, reason, message); asserts that nothing else was sent.
+async fn run_credentials_problem(credentials: Value) -> (String, String, String) {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    expect(
+        &mut h.api,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials),
+    )
+    .await;
+    let status = expect(
+        &mut h.api,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(emu.token_requests(), 0, "the credentials were never sent");
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let condition = ready(&status);
+    assert!(!condition.2.contains(CLIENT_SECRET), "{}", condition.2);
+    condition
+}
+
+#[tokio::test]
+async fn a_credentials_secret_without_the_label_is_not_used() {
+    for label in [
+        json!(null),
+        json!({"idaas-projector.io/client-credentials": "false"}),
+    ] {
+        let mut creds = credentials_secret();
+        creds["metadata"]["labels"] = label;
+        let (s, reason, message) = run_credentials_problem(creds).await;
+        assert_eq!(
+            (s.as_str(), reason.as_str()),
+            ("False", "CredentialsNotAllowed")
+        );
+        assert_eq!(
+            message,
+            "credentials Secret \"payments-idaas-client\" is not open to the projector: add the label idaas-projector.io/client-credentials: \"true\" to it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_credentials_secret_for_other_m2mtokens_is_not_used() {
+    let mut creds = credentials_secret();
+    creds["metadata"]["annotations"] =
+        json!({"idaas-projector.io/allowed-m2m-tokens": "orders,invoices"});
+    let (s, reason, message) = run_credentials_problem(creds).await;
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "CredentialsNotAllowed")
+    );
+    assert_eq!(
+        message,
+        "credentials Secret \"payments-idaas-client\" does not allow M2MToken \"payments\": add \"payments\" to its annotation idaas-projector.io/allowed-m2m-tokens (now \"orders,invoices\")"
+    );
+}
+
+#[tokio::test]
+async fn a_credentials_secret_that_names_the_m2mtoken_is_used() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let mut creds = credentials_secret();
+    creds["metadata"]["annotations"] =
+        json!({"idaas-projector.io/allowed-m2m-tokens": "orders, payments"});
+    run_refresh_success_with(
+        &mut h,
+        m2mtoken(&emu.issuer(), "12h"),
+        not_found(NAME),
+        creds,
+    )
+    .await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
+    // The read finds no Secret; by the time of the create, someone else has made one.
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(metrics.clone());
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    expect(
+        &mut h.api,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    let created = expect(
+        &mut h.api,
+        Method::POST,
+        SECRETS_PATH,
+        conflict("AlreadyExists"),
+    )
+    .await;
+    assert_applied_secret(&created, None);
+    // No apply over it, no event: only the status.
+    let status = expect(
+        &mut h.api,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretConflict"));
+    assert!(
+        message.starts_with("Secret \"payments\" was created by someone else"),
+        "{message}"
+    );
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "read again soon"
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("idaas_projector_secret_writes_total 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn our_secret_changed_before_the_write_is_read_again_soon() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(metrics.clone());
+    let t = unix_now();
+    let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    expect(
+        &mut h.api,
+        Method::GET,
+        SECRET_PATH,
+        (
+            StatusCode::OK,
+            managed_secret(&old, t - 3000, t + 600, "42"),
+        ),
+    )
+    .await;
+    expect(
+        &mut h.api,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    let applied = expect(&mut h.api, Method::PATCH, SECRET_PATH, conflict("Conflict")).await;
+    assert_applied_secret(&applied, Some("7"));
+    // Not a failed refresh: no event, no status, nothing else written.
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "read again soon"
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("idaas_projector_secret_writes_total 0"),
+        "{text}"
+    );
+    assert!(!text.contains("result=\"failure\""), "{text}");
+}
+
+/// A reconcile that reads the M2MToken from before the status write (no status) and the Secret
+/// `written`; returns the status it writes.
+async fn stale_read(h: &mut Harness, issuer: &str, written: &Value) -> Value {
+    let task = spawn_reconcile(h, m2mtoken(issuer, "12h"));
+    let secret = (StatusCode::OK, written.clone());
+    expect(&mut h.api, Method::GET, SECRET_PATH, secret).await;
+    expect(
+        &mut h.api,
+        Method::GET,
+        CREDS_PATH,
+        (StatusCode::OK, credentials_secret()),
+    )
+    .await;
+    let status = expect(
+        &mut h.api,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    status
+}
+
+#[tokio::test]
+async fn a_stale_read_after_a_refresh_keeps_the_refreshed_reason() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(Arc::new(Metrics::new()));
+    let issuer = emu.issuer();
+    let (_, mut written) = run_refresh_success_with(
+        &mut h,
+        m2mtoken(&issuer, "12h"),
+        not_found(NAME),
+        credentials_secret(),
+    )
+    .await;
+    written["metadata"]["resourceVersion"] = json!("8");
+    let status = stale_read(&mut h, &issuer, &written).await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "Refreshed"));
+    assert!(
+        message.starts_with("token for app_payments issued"),
+        "{message}"
+    );
+    assert!(status["status"]["lastRefreshTime"].is_string());
+    assert_eq!(emu.token_requests(), 1);
+
+    // Once the M2MToken is gone, that report is forgotten with it.
+    h.ctx.forget_deleted(|_, _| false);
+    let status = stale_read(&mut h, &issuer, &written).await;
+    assert_eq!(ready(&status).1, "TokenValid");
+}
+
+#[tokio::test]
+async fn the_failures_of_a_deleted_m2mtoken_are_forgotten() {
+    use idaas_projector::controller::reconcile::{Error, error_policy};
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(Fault::OAuthError {
+        status: 401,
+        error: "invalid_client".into(),
+    });
+    let mut h = harness(Arc::new(Metrics::new()));
+    let issuer = emu.issuer();
+    // A permanent failure: the next reconcile backs off (only the two reads).
+    for round in 0..2 {
+        let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
+        expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
+        expect(
+            &mut h.api,
+            Method::GET,
+            CREDS_PATH,
+            (StatusCode::OK, credentials_secret()),
+        )
+        .await;
+        if round == 0 {
+            expect(
+                &mut h.api,
+                Method::POST,
+                EVENTS_PATH,
+                (StatusCode::OK, json!({})),
+            )
+            .await;
+            expect(
+                &mut h.api,
+                Method::PATCH,
+                STATUS_PATH,
+                (StatusCode::OK, json!({})),
+            )
+            .await;
+        }
+        task.await.unwrap().unwrap();
+        h.api.expect_no_more().await;
+        // Another namespace's or name's deletion leaves it alone.
+        h.ctx.forget_deleted(|ns, name| ns == NS && name == NAME);
+    }
+    assert_eq!(emu.token_requests(), 1);
+    let t = Arc::new(m2mtoken(&issuer, "12h"));
+    let api_error = |h: &Harness| {
+        requeue_after(&error_policy(
+            t.clone(),
+            &Error::MissingField("namespace"),
+            h.ctx.clone(),
+        ))
+    };
+    for _ in 0..6 {
+        api_error(&h);
+    }
+    assert!(api_error(&h) >= Duration::from_secs(32));
+
+    // Deleted (and made again under the same name): no backoff is left of it.
+    h.ctx.forget_deleted(|_, _| false);
+    assert!(api_error(&h) <= Duration::from_secs(1));
+    run_refresh_success(&mut h, m2mtoken(&issuer, "12h"), not_found(NAME)).await;
+    assert_eq!(emu.token_requests(), 2);
 }

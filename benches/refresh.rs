@@ -91,7 +91,8 @@ fn main() {
                 Method::GET if path.ends_with("/secrets/bench-credentials") => {
                     c.gets.fetch_add(1, Ordering::Relaxed);
                     (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": "bench-credentials", "namespace": "bench", "resourceVersion": "1"},
+                        "metadata": {"name": "bench-credentials", "namespace": "bench", "resourceVersion": "1",
+                            "labels": {"idaas-projector.io/client-credentials": "true"}},
                         "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode("bench-secret")}}))
                 }
                 Method::GET => {
@@ -104,9 +105,10 @@ fn main() {
                     t["status"] = sent["status"].clone();
                     (StatusCode::OK, t)
                 }
-                Method::PATCH => {
+                // No managed Secret exists: each is created.
+                Method::POST if path.ends_with("/secrets") => {
                     c.secret_writes.fetch_add(1, Ordering::Relaxed);
-                    (StatusCode::OK, sent)
+                    (StatusCode::CREATED, sent)
                 }
                 _ => {
                     c.events.fetch_add(1, Ordering::Relaxed);

@@ -296,7 +296,8 @@ impl FakeApi {
             Method::GET if path.ends_with("/secrets/drill-credentials") => (
                 StatusCode::OK,
                 json!({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "drill-credentials", "namespace": "drill", "resourceVersion": "1"},
+                    "metadata": {"name": "drill-credentials", "namespace": "drill", "resourceVersion": "1",
+                        "labels": {"idaas-projector.io/client-credentials": "true"}},
                     "data": {"client_secret": base64::engine::general_purpose::STANDARD.encode(CLIENT_SECRET)}}),
             ),
             Method::GET if path.ends_with("/secrets/app-token") => {
@@ -310,10 +311,39 @@ impl FakeApi {
                 t["status"] = sent["status"].clone();
                 (StatusCode::OK, t)
             }
-            Method::PATCH if path.ends_with("/secrets/app-token") => {
+            // Created when there is none, then applied with the resourceVersion read.
+            Method::POST
+                if path.ends_with("/secrets") && sent["metadata"]["name"] == "app-token" =>
+            {
+                let mut held = self.secret.lock().unwrap();
+                if held.is_some() {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "code": 409, "reason": "AlreadyExists"}),
+                    );
+                }
                 let mut stored = sent;
-                stored["metadata"]["resourceVersion"] = json!("2");
-                *self.secret.lock().unwrap() = Some(stored.clone());
+                stored["metadata"]["resourceVersion"] = json!("1");
+                *held = Some(stored.clone());
+                (StatusCode::CREATED, stored)
+            }
+            Method::PATCH if path.ends_with("/secrets/app-token") => {
+                let mut held = self.secret.lock().unwrap();
+                let version = held
+                    .as_ref()
+                    .map(|s| s["metadata"]["resourceVersion"].clone());
+                if version.as_ref() != Some(&sent["metadata"]["resourceVersion"]) {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "code": 409, "reason": "Conflict"}),
+                    );
+                }
+                let next = version
+                    .and_then(|v| v.as_str()?.parse::<u64>().ok())
+                    .map_or(1, |v| v + 1);
+                let mut stored = sent;
+                stored["metadata"]["resourceVersion"] = json!(next.to_string());
+                *held = Some(stored.clone());
                 (StatusCode::OK, stored)
             }
             Method::DELETE => {

@@ -109,7 +109,8 @@ fn nothing_secret_reaches_the_log_at_trace() {
                     Method::GET if path.ends_with("/secrets/creds") => (
                         StatusCode::OK,
                         json!({"apiVersion": "v1", "kind": "Secret",
-                            "metadata": {"name": "creds", "namespace": "shop", "resourceVersion": "1"},
+                            "metadata": {"name": "creds", "namespace": "shop", "resourceVersion": "1",
+                                "labels": {"idaas-projector.io/client-credentials": "true"}},
                             "data": {"value": base64::engine::general_purpose::STANDARD.encode(&credential)}}),
                     ),
                     Method::GET => (
@@ -121,7 +122,8 @@ fn nothing_secret_reaches_the_log_at_trace() {
                         t["status"] = sent["status"].clone();
                         (StatusCode::OK, t)
                     }
-                    Method::PATCH => {
+                    // The managed Secret is created (none was found).
+                    Method::POST if path.ends_with("/secrets") => {
                         let b64 = sent["data"]["token"].as_str().unwrap_or_default();
                         let token = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
                         tokens.lock().unwrap().push(String::from_utf8(token).unwrap());

@@ -35,8 +35,8 @@ pub struct ProjectorArgs {
     /// At most this many token requests to IDaaS at once.
     #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONCURRENT_REFRESHES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_concurrent_refreshes: u16,
-    /// How often a fresh token's credentials Secret is looked at again, so that a changed client
-    /// secret is used within this time.
+    /// How often a fresh token's Secrets are read again (they are never watched), so that a
+    /// changed client secret, or a changed or deleted token Secret, is noticed within this time.
     #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub recheck_interval: Duration,
     /// Run without leader election (only for a single replica).

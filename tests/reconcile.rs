@@ -533,23 +533,21 @@ async fn managed_secret_deleted_is_recreated() {
     assert_eq!(emu.token_requests(), 1);
 }
 
-async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (Action, String) {
-    let emu = emulator(Duration::from_secs(3600)).await;
-    emu.push_fault(fault);
-    let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+/// Starts a reconcile and answers its two reads: the managed Secret (`resourceVersion` 7) holds a
+/// token that is due for refresh but still valid for 10 minutes; the credentials are usable.
+async fn reconcile_due_token(
+    h: &mut Harness,
+    emu: &IdaasEmulator,
+) -> tokio::task::JoinHandle<Result<Action, idaas_projector::controller::reconcile::Error>> {
     let t = unix_now();
-    // The Secret holds a token that is due for refresh but still valid for 10 minutes.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
-    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    let task = spawn_reconcile(h, m2mtoken(&emu.issuer(), "12h"));
+    let secret = managed_secret(&old, t - 3000, t + 600, "42");
     expect(
         &mut h.api,
         Method::GET,
         SECRET_PATH,
-        (
-            StatusCode::OK,
-            managed_secret(&old, t - 3000, t + 600, "42"),
-        ),
+        (StatusCode::OK, secret),
     )
     .await;
     expect(
@@ -559,6 +557,15 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
         (StatusCode::OK, credentials_secret()),
     )
     .await;
+    task
+}
+
+async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (Action, String) {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(fault);
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(metrics.clone());
+    let task = reconcile_due_token(&mut h, &emu).await;
     // No PATCH of the Secret: a failed refresh never touches it.
     let event = expect(
         &mut h.api,
@@ -648,34 +655,12 @@ async fn token_failing_a_check_is_never_written() {
 
 #[tokio::test]
 async fn missing_credentials_secret_sets_a_clear_condition() {
-    let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
-    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        not_found("payments-idaas-client"),
-    )
-    .await;
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
-    let (s, reason, message) = ready(&status);
+    let (s, reason, message) = run_credentials_problem(not_found("payments-idaas-client")).await;
     assert_eq!(
         (s.as_str(), reason.as_str()),
         ("False", "CredentialsSecretNotFound")
     );
     assert!(message.contains("payments-idaas-client"), "{message}");
-    let action = task.await.unwrap().unwrap();
-    h.api.expect_no_more().await;
-    assert_eq!(emu.token_requests(), 0);
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
 }
 
 #[tokio::test]
@@ -706,9 +691,9 @@ async fn a_foreign_secret_with_the_same_name_is_left_alone() {
     assert_eq!(emu.token_requests(), 0);
 }
 
-#[tokio::test]
-async fn backoff_gates_a_second_reconcile() {
-    // After a failure, a reconcile triggered by the status patch itself does not call IDaaS again.
+/// An `invalid_client` failure, then a reconcile that backs off (the two reads and nothing
+/// else); `between` runs after each. Returns the harness and the emulator.
+async fn failure_then_backoff(between: impl Fn(&Harness)) -> (Harness, IdaasEmulator) {
     let emu = emulator(Duration::from_secs(3600)).await;
     emu.push_fault(Fault::OAuthError {
         status: 401,
@@ -744,8 +729,16 @@ async fn backoff_gates_a_second_reconcile() {
         }
         task.await.unwrap().unwrap();
         h.api.expect_no_more().await;
+        between(&h);
     }
     assert_eq!(emu.token_requests(), 1);
+    (h, emu)
+}
+
+#[tokio::test]
+async fn backoff_gates_a_second_reconcile() {
+    // After a failure, a reconcile triggered by the status patch itself does not call IDaaS again.
+    failure_then_backoff(|_| {}).await;
 }
 
 #[tokio::test]
@@ -773,20 +766,15 @@ async fn api_errors_back_off_and_reset_after_success() {
     );
 }
 
-/// Runs one reconcile that stops at the credentials Secret `credentials` and returns its Ready
-/// condition (status, reason, message); asserts that nothing else was sent.
-async fn run_credentials_problem(credentials: Value) -> (String, String, String) {
+/// Runs one reconcile that stops at the credentials Secret (the API answers its read with
+/// `credentials`) and returns its Ready condition (status, reason, message); asserts that nothing
+/// else was sent, to the API or to IDaaS, and that it looks again after the re-check interval.
+async fn run_credentials_problem(credentials: (StatusCode, Value)) -> (String, String, String) {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials),
-    )
-    .await;
+    expect(&mut h.api, Method::GET, CREDS_PATH, credentials).await;
     let status = expect(
         &mut h.api,
         Method::PATCH,
@@ -811,7 +799,7 @@ async fn a_credentials_secret_without_the_label_is_not_used() {
     ] {
         let mut creds = credentials_secret();
         creds["metadata"]["labels"] = label;
-        let (s, reason, message) = run_credentials_problem(creds).await;
+        let (s, reason, message) = run_credentials_problem((StatusCode::OK, creds)).await;
         assert_eq!(
             (s.as_str(), reason.as_str()),
             ("False", "CredentialsNotAllowed")
@@ -828,7 +816,7 @@ async fn a_credentials_secret_for_other_m2mtokens_is_not_used() {
     let mut creds = credentials_secret();
     creds["metadata"]["annotations"] =
         json!({"idaas-projector.io/allowed-m2m-tokens": "orders,invoices"});
-    let (s, reason, message) = run_credentials_problem(creds).await;
+    let (s, reason, message) = run_credentials_problem((StatusCode::OK, creds)).await;
     assert_eq!(
         (s.as_str(), reason.as_str()),
         ("False", "CredentialsNotAllowed")
@@ -912,26 +900,7 @@ async fn our_secret_changed_before_the_write_is_read_again_soon() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(metrics.clone());
-    let t = unix_now();
-    let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
-    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(
-        &mut h.api,
-        Method::GET,
-        SECRET_PATH,
-        (
-            StatusCode::OK,
-            managed_secret(&old, t - 3000, t + 600, "42"),
-        ),
-    )
-    .await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
+    let task = reconcile_due_token(&mut h, &emu).await;
     let applied = expect(&mut h.api, Method::PATCH, SECRET_PATH, conflict("Conflict")).await;
     assert_applied_secret(&applied, Some("7"));
     // Not a failed refresh: no event, no status, nothing else written.
@@ -1007,46 +976,10 @@ async fn a_stale_read_after_a_refresh_keeps_the_refreshed_reason() {
 #[tokio::test]
 async fn the_failures_of_a_deleted_m2mtoken_are_forgotten() {
     use idaas_projector::controller::reconcile::{Error, error_policy};
-    let emu = emulator(Duration::from_secs(3600)).await;
-    emu.push_fault(Fault::OAuthError {
-        status: 401,
-        error: "invalid_client".into(),
-    });
-    let mut h = harness(Arc::new(Metrics::new()));
+    // Another namespace's or name's deletion leaves the failure alone: the second look backs off.
+    let (mut h, emu) =
+        failure_then_backoff(|h| h.ctx.forget_deleted(|ns, name| ns == NS && name == NAME)).await;
     let issuer = emu.issuer();
-    // A permanent failure: the next reconcile backs off (only the two reads).
-    for round in 0..2 {
-        let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
-        expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
-        expect(
-            &mut h.api,
-            Method::GET,
-            CREDS_PATH,
-            (StatusCode::OK, credentials_secret()),
-        )
-        .await;
-        if round == 0 {
-            expect(
-                &mut h.api,
-                Method::POST,
-                EVENTS_PATH,
-                (StatusCode::OK, json!({})),
-            )
-            .await;
-            expect(
-                &mut h.api,
-                Method::PATCH,
-                STATUS_PATH,
-                (StatusCode::OK, json!({})),
-            )
-            .await;
-        }
-        task.await.unwrap().unwrap();
-        h.api.expect_no_more().await;
-        // Another namespace's or name's deletion leaves it alone.
-        h.ctx.forget_deleted(|ns, name| ns == NS && name == NAME);
-    }
-    assert_eq!(emu.token_requests(), 1);
     let t = Arc::new(m2mtoken(&issuer, "12h"));
     let api_error = |h: &Harness| {
         requeue_after(&error_policy(

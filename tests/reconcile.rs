@@ -371,36 +371,11 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
     let mut h = harness(Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
-    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(
-        &mut h.api,
-        Method::GET,
-        SECRET_PATH,
-        (
-            StatusCode::OK,
-            managed_secret(&token, t - 60, t + 3540, "42"),
-        ),
-    )
-    .await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
+    let secret = managed_secret(&token, t - 60, t + 3540, "42");
     // After a restart the status is empty: it is filled in from the Secret, without a fetch.
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let (status, action) = look_without_status(&mut h, &emu.issuer(), &secret).await;
     let (s, reason, _) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("True", "TokenValid"));
-    let action = task.await.unwrap().unwrap();
-    h.api.expect_no_more().await;
     assert_eq!(
         emu.token_requests(),
         0,
@@ -418,29 +393,7 @@ async fn unchanged_status_is_not_patched_again() {
     let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
 
     // First pass: learn the status the reconciler writes.
-    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(
-        &mut h.api,
-        Method::GET,
-        SECRET_PATH,
-        (StatusCode::OK, secret_json.clone()),
-    )
-    .await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
-    task.await.unwrap().unwrap();
+    let (status, _) = look_without_status(&mut h, &emu.issuer(), &secret_json).await;
 
     // Second pass with that status in place: two GETs and nothing else.
     let mut t2 = m2mtoken(&emu.issuer(), "12h");
@@ -919,9 +872,10 @@ async fn our_secret_changed_before_the_write_is_read_again_soon() {
     assert!(!text.contains("result=\"failure\""), "{text}");
 }
 
-/// A reconcile that reads the M2MToken from before the status write (no status) and the Secret
-/// `written`; returns the status it writes.
-async fn stale_read(h: &mut Harness, issuer: &str, written: &Value) -> Value {
+/// A reconcile of the M2MToken without a status (after a restart, or read from before the status
+/// write) whose Secret is `written`: the two reads and a status patch, nothing else; returns the
+/// status written and the action.
+async fn look_without_status(h: &mut Harness, issuer: &str, written: &Value) -> (Value, Action) {
     let task = spawn_reconcile(h, m2mtoken(issuer, "12h"));
     let secret = (StatusCode::OK, written.clone());
     expect(&mut h.api, Method::GET, SECRET_PATH, secret).await;
@@ -939,9 +893,9 @@ async fn stale_read(h: &mut Harness, issuer: &str, written: &Value) -> Value {
         (StatusCode::OK, json!({})),
     )
     .await;
-    task.await.unwrap().unwrap();
+    let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
-    status
+    (status, action)
 }
 
 #[tokio::test]
@@ -957,7 +911,7 @@ async fn a_stale_read_after_a_refresh_keeps_the_refreshed_reason() {
     )
     .await;
     written["metadata"]["resourceVersion"] = json!("8");
-    let status = stale_read(&mut h, &issuer, &written).await;
+    let (status, _) = look_without_status(&mut h, &issuer, &written).await;
     let (s, reason, message) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("True", "Refreshed"));
     assert!(
@@ -969,7 +923,7 @@ async fn a_stale_read_after_a_refresh_keeps_the_refreshed_reason() {
 
     // Once the M2MToken is gone, that report is forgotten with it.
     h.ctx.forget_deleted(|_, _| false);
-    let status = stale_read(&mut h, &issuer, &written).await;
+    let (status, _) = look_without_status(&mut h, &issuer, &written).await;
     assert_eq!(ready(&status).1, "TokenValid");
 }
 

@@ -252,6 +252,13 @@ fn assert_applied_secret(body: &Value, resource_version: Option<&str>) -> String
     token
 }
 
+/// Answers the two reads of a reconcile: the managed Secret with `managed`, the credentials
+/// Secret with `credentials`.
+async fn answer_reads(api: &mut MockApi, managed: (StatusCode, Value), credentials: Value) {
+    expect(api, Method::GET, SECRET_PATH, managed).await;
+    expect(api, Method::GET, CREDS_PATH, (StatusCode::OK, credentials)).await;
+}
+
 async fn run_refresh_success(
     h: &mut Harness,
     t: M2MToken,
@@ -275,14 +282,7 @@ async fn run_refresh_success_with(
         .as_str()
         .map(str::to_owned);
     let created = existing.0 == StatusCode::NOT_FOUND;
-    expect(&mut h.api, Method::GET, SECRET_PATH, existing).await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials),
-    )
-    .await;
+    answer_reads(&mut h.api, existing, credentials).await;
     let applied = if created {
         expect(
             &mut h.api,
@@ -496,20 +496,7 @@ async fn reconcile_due_token(
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
     let task = spawn_reconcile(h, m2mtoken(&emu.issuer(), "12h"));
     let secret = managed_secret(&old, t - 3000, t + 600, "42");
-    expect(
-        &mut h.api,
-        Method::GET,
-        SECRET_PATH,
-        (StatusCode::OK, secret),
-    )
-    .await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
+    answer_reads(&mut h.api, (StatusCode::OK, secret), credentials_secret()).await;
     task
 }
 
@@ -656,14 +643,7 @@ async fn failure_then_backoff(between: impl Fn(&Harness)) -> (Harness, IdaasEmul
     let issuer = emu.issuer();
     for round in 0..2 {
         let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
-        expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
-        expect(
-            &mut h.api,
-            Method::GET,
-            CREDS_PATH,
-            (StatusCode::OK, credentials_secret()),
-        )
-        .await;
+        answer_reads(&mut h.api, not_found(NAME), credentials_secret()).await;
         if round == 0 {
             expect(
                 &mut h.api,
@@ -804,14 +784,7 @@ async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(metrics.clone());
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
-    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
+    answer_reads(&mut h.api, not_found(NAME), credentials_secret()).await;
     let created = expect(
         &mut h.api,
         Method::POST,
@@ -878,14 +851,7 @@ async fn our_secret_changed_before_the_write_is_read_again_soon() {
 async fn look_without_status(h: &mut Harness, issuer: &str, written: &Value) -> (Value, Action) {
     let task = spawn_reconcile(h, m2mtoken(issuer, "12h"));
     let secret = (StatusCode::OK, written.clone());
-    expect(&mut h.api, Method::GET, SECRET_PATH, secret).await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
-    )
-    .await;
+    answer_reads(&mut h.api, secret, credentials_secret()).await;
     let status = expect(
         &mut h.api,
         Method::PATCH,

@@ -777,6 +777,28 @@ async fn a_credentials_secret_that_names_the_m2mtoken_is_used() {
     assert_eq!(emu.token_requests(), 1);
 }
 
+/// After a write conflict: the reconcile sends nothing more, wrote no Secret, and looks again a
+/// second later (the backoff's first step). Returns the metrics text.
+async fn ends_without_a_write(
+    h: &mut Harness,
+    task: tokio::task::JoinHandle<Result<Action, idaas_projector::controller::reconcile::Error>>,
+    metrics: &Metrics,
+) -> String {
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "read again soon"
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("idaas_projector_secret_writes_total 0"),
+        "{text}"
+    );
+    text
+}
+
 #[tokio::test]
 async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
     // The read finds no Secret; by the time of the create, someone else has made one.
@@ -807,18 +829,7 @@ async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
         message.starts_with("Secret \"payments\" was created by someone else"),
         "{message}"
     );
-    let action = task.await.unwrap().unwrap();
-    h.api.expect_no_more().await;
-    assert_eq!(
-        action,
-        Action::requeue(Duration::from_secs(1)),
-        "read again soon"
-    );
-    let text = metrics.encode().unwrap();
-    assert!(
-        text.contains("idaas_projector_secret_writes_total 0"),
-        "{text}"
-    );
+    ends_without_a_write(&mut h, task, &metrics).await;
 }
 
 #[tokio::test]
@@ -830,18 +841,7 @@ async fn our_secret_changed_before_the_write_is_read_again_soon() {
     let applied = expect(&mut h.api, Method::PATCH, SECRET_PATH, conflict("Conflict")).await;
     assert_applied_secret(&applied, Some("7"));
     // Not a failed refresh: no event, no status, nothing else written.
-    let action = task.await.unwrap().unwrap();
-    h.api.expect_no_more().await;
-    assert_eq!(
-        action,
-        Action::requeue(Duration::from_secs(1)),
-        "read again soon"
-    );
-    let text = metrics.encode().unwrap();
-    assert!(
-        text.contains("idaas_projector_secret_writes_total 0"),
-        "{text}"
-    );
+    let text = ends_without_a_write(&mut h, task, &metrics).await;
     assert!(!text.contains("result=\"failure\""), "{text}");
 }
 

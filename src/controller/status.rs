@@ -17,6 +17,9 @@ pub mod reason {
     pub const CREDENTIALS_KEY_MISSING: &str = "CredentialsKeyMissing";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub use crate::idaas::error::reason::{
+        ENDPOINT_NOT_ALLOWED, ISSUER_NOT_ALLOWED, JWKS_UNAVAILABLE,
+    };
 }
 
 pub fn time(unix: i64) -> Option<Time> {

@@ -223,6 +223,11 @@ impl IdaasEmulator {
         self.addr
     }
 
+    /// `http://127.0.0.1:PORT`: what a client's allowed origins must name to reach it.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// `http://127.0.0.1:PORT/api/v2/iauths_system/oauth2`
     pub fn issuer(&self) -> String {
         self.shared.issuer.clone()

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
-use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, HttpConfig, IdaasClient};
 use idaas_projector::metrics::Metrics;
 use idaas_projector::testing::{self, install_provider, reconcile_context};
 use idaas_projector::time::unix_now;
@@ -113,13 +113,16 @@ struct Harness {
     ctx: Arc<Context>,
 }
 
-fn harness(metrics: Arc<Metrics>) -> Harness {
+/// A reconciler whose IDaaS client may send requests to the origins `allowed` lists (the
+/// emulator's, in most tests).
+fn harness(allowed: &str, metrics: Arc<Metrics>) -> Harness {
     install_provider();
     let (client, api) = mock_api::pair();
     let idaas = IdaasClient::new(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         ca_file: None,
+        allowed: AllowedOrigins::parse(allowed).unwrap(),
     })
     .unwrap();
     let mut ctx = reconcile_context(client, idaas, 4);
@@ -281,7 +284,7 @@ fn spawn_reconcile(
 async fn first_creation_fetches_and_writes_the_secret() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+    let mut h = harness(&emu.origin(), metrics.clone());
     let action = run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), not_found(NAME)).await;
     assert_eq!(emu.token_requests(), 1);
     // Next look: no later than the credentials re-check interval.
@@ -308,7 +311,7 @@ async fn first_creation_fetches_and_writes_the_secret() {
 #[tokio::test]
 async fn fresh_token_means_no_idaas_call_and_no_write() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
@@ -352,7 +355,7 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
 #[tokio::test]
 async fn unchanged_status_is_not_patched_again() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
@@ -407,7 +410,7 @@ async fn unchanged_status_is_not_patched_again() {
 #[tokio::test]
 async fn refresh_due_fetches_applies_and_updates_status() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     // Issued 50 minutes ago, expires in 10: past 2/3 of its hour.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
@@ -426,7 +429,7 @@ async fn refresh_due_fetches_applies_and_updates_status() {
 #[tokio::test]
 async fn max_token_age_reached_before_exp_refreshes() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     // Valid for another day, but issued 50 minutes ago with maxTokenAge 1h: 2/3 of the age passed.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 86_400);
@@ -445,7 +448,7 @@ async fn max_token_age_reached_before_exp_refreshes() {
 #[tokio::test]
 async fn changed_credentials_secret_refreshes_at_once() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     // The Secret was written with credentials version 41; the credentials Secret is now at 42.
@@ -460,7 +463,7 @@ async fn changed_credentials_secret_refreshes_at_once() {
 #[tokio::test]
 async fn managed_secret_deleted_is_recreated() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let mut t = m2mtoken(&emu.issuer(), "12h");
     // The status still says Ready from before the deletion.
     t.status = Some(
@@ -477,7 +480,7 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     let emu = emulator(Duration::from_secs(3600)).await;
     emu.push_fault(fault);
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+    let mut h = harness(&emu.origin(), metrics.clone());
     let t = unix_now();
     // The Secret holds a token that is due for refresh but still valid for 10 minutes.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
@@ -589,7 +592,7 @@ async fn token_failing_a_check_is_never_written() {
 #[tokio::test]
 async fn missing_credentials_secret_sets_a_clear_condition() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
     expect(
@@ -621,7 +624,7 @@ async fn missing_credentials_secret_sets_a_clear_condition() {
 #[tokio::test]
 async fn a_foreign_secret_with_the_same_name_is_left_alone() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     let foreign = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": NAME, "namespace": NS}, "data": {"password": "aHVudGVyMg=="}});
@@ -654,7 +657,7 @@ async fn backoff_gates_a_second_reconcile() {
         status: 401,
         error: "invalid_client".into(),
     });
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let issuer = emu.issuer();
     for round in 0..2 {
         let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
@@ -691,7 +694,7 @@ async fn backoff_gates_a_second_reconcile() {
 #[tokio::test]
 async fn api_errors_back_off_and_reset_after_success() {
     use idaas_projector::controller::reconcile::{Error, error_policy};
-    let h = harness(Arc::new(Metrics::new()));
+    let h = harness(DEFAULT_ALLOWED_ISSUERS, Arc::new(Metrics::new()));
     let t = Arc::new(m2mtoken("https://issuer.example", "12h"));
     let delays: Vec<Duration> = (0..12)
         .map(|_| {

@@ -161,7 +161,7 @@ impl IdaasClient {
             return Ok(());
         }
         let (reason, what) = match target {
-            Target::Issuer => (ISSUER_NOT_ALLOWED, "the issuer"),
+            Target::Issuer => (ISSUER_NOT_ALLOWED, "the issuer URL"),
             Target::Endpoint => (ENDPOINT_NOT_ALLOWED, "the endpoint"),
         };
         tracing::debug!(url = %display_url(url), reason, "request refused: origin not allowed");

@@ -14,7 +14,7 @@ use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
 use idaas_projector::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, HttpConfig, IdaasClient};
-use idaas_projector::metrics::Metrics;
+use idaas_projector::metrics::{Metrics, refresh_reason_label};
 use idaas_projector::testing::{self, install_provider, reconcile_context};
 use idaas_projector::time::unix_now;
 use kube::runtime::controller::Action;
@@ -479,6 +479,22 @@ async fn managed_secret_deleted_is_recreated() {
 async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (Action, String) {
     let emu = emulator(Duration::from_secs(3600)).await;
     emu.push_fault(fault);
+    let (action, message, _) = refresh_fails(&emu, want_reason, want_event).await;
+    assert_eq!(
+        emu.issued_tokens(),
+        usize::from(want_event == "TokenRejected")
+    );
+    (action, message)
+}
+
+/// A due refresh against `emu` fails with `want_reason`: the credentials are read, the Secret is
+/// not touched, a Warning event and Ready=False say why, and the metric counts it under the
+/// reason's bounded label. Returns the requeue, the Ready message and the metrics text.
+async fn refresh_fails(
+    emu: &IdaasEmulator,
+    want_reason: &str,
+    want_event: &str,
+) -> (Action, String, String) {
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(&emu.origin(), metrics.clone());
     let t = unix_now();
@@ -529,16 +545,10 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     assert!(!message.contains(CLIENT_SECRET));
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
-    assert_eq!(
-        emu.issued_tokens(),
-        usize::from(want_event == "TokenRejected")
-    );
     let text = metrics.encode().unwrap();
-    assert!(
-        text.contains(&format!("reason=\"{want_reason}\"")),
-        "{text}"
-    );
-    (action, message)
+    let label = refresh_reason_label(want_reason);
+    assert!(text.contains(&format!("reason=\"{label}\"")), "{text}");
+    (action, message, text)
 }
 
 #[tokio::test]
@@ -714,4 +724,92 @@ async fn api_errors_back_off_and_reset_after_success() {
         text.contains("idaas_projector_reconcile_errors_total{error=\"missing_field\"} 12"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_jwks_answering_404_fails_the_refresh_and_keeps_the_secret() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.set_serve_jwks(false);
+    let (action, message, _) = refresh_fails(&emu, "JWKSUnavailable", "RefreshFailed").await;
+    assert!(message.contains("HTTP 404"), "{message}");
+    // Transient: retried with backoff, not at the 5-minute cap.
+    assert!(requeue_after(&action) <= Duration::from_secs(1), "{action:?}");
+    // A token was issued, but with no JWKS to check it against it was not written.
+    assert_eq!((emu.issued_tokens(), emu.jwks_requests()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_discovered_token_endpoint_on_another_origin_gets_no_request() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let foreign = emu.origin().replace("127.0.0.1", "localhost");
+    emu.set_advertised_token_endpoint(Some(format!("{foreign}/token")));
+    let (action, message, _) = refresh_fails(&emu, "EndpointNotAllowed", "RefreshFailed").await;
+    assert!(message.contains("localhost"), "{message}");
+    assert!(message.contains("--allowed-issuers"), "{message}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(emu.token_requests(), 0);
+}
+
+/// An M2MToken naming an origin that is not allowed: Ready=False with `want_reason`, no Secret
+/// read (neither the managed one nor the credentials), no request to IDaaS.
+async fn not_allowed(t: M2MToken, emu: &IdaasEmulator, want_reason: &str, names: &str) {
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(&emu.origin(), metrics.clone());
+    let task = spawn_reconcile(&h, t);
+    let status = expect(
+        &mut h.api,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", want_reason));
+    assert!(message.contains(names), "{message}");
+    assert!(message.contains("--allowed-issuers"), "{message}");
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        (emu.discovery_requests(), emu.token_requests(), emu.jwks_requests()),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_not_allowed_reads_no_secret_and_sends_nothing() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // The same emulator under another name is another origin.
+    let issuer = emu.issuer().replace("127.0.0.1", "localhost");
+    not_allowed(m2mtoken(&issuer, "12h"), &emu, "IssuerNotAllowed", &issuer).await;
+    let https = "https://evil.example/oauth2";
+    not_allowed(m2mtoken(https, "12h"), &emu, "IssuerNotAllowed", https).await;
+}
+
+#[tokio::test]
+async fn spec_endpoints_not_allowed_read_no_secret_and_send_nothing() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let foreign = "https://x.aliyunidaas.com.evil.example/token";
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    t.spec.token_endpoint = Some(foreign.into());
+    not_allowed(t, &emu, "EndpointNotAllowed", "x.aliyunidaas.com.evil.example").await;
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    t.spec.jwks_uri = Some("http://10.0.0.1:8080/jwks".into());
+    not_allowed(t, &emu, "EndpointNotAllowed", "http://10.0.0.1:8080/jwks").await;
+}
+
+#[tokio::test]
+async fn refresh_metric_reasons_are_bounded() {
+    // A server's own error code stays in the condition but is counted as `other`.
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(Fault::OAuthError {
+        status: 400,
+        error: "custom_code_42".into(),
+    });
+    let (_, _, text) = refresh_fails(&emu, "custom_code_42", "RefreshFailed").await;
+    assert!(
+        text.contains("idaas_projector_token_refreshes_total{result=\"failure\",reason=\"other\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("custom_code_42"), "{text}");
 }

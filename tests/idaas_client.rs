@@ -18,8 +18,8 @@ use idaas_projector::idaas::{
     AllowedOrigins, CheckError, Credential, ErrorClass, FetchError, FetchedToken, HttpConfig,
     IdaasClient, RefreshError, TokenRequest,
 };
-use idaas_projector::testing;
 use idaas_projector::ram::Expectations;
+use idaas_projector::testing;
 use idaas_projector::time::unix_now;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -361,7 +361,10 @@ async fn discovery_on_an_unknown_path_falls_back() {
 #[tokio::test]
 async fn discovery_answer_is_used() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let e = client(&emu).endpoints(&emu.issuer(), None, None).await.unwrap();
+    let e = client(&emu)
+        .endpoints(&emu.issuer(), None, None)
+        .await
+        .unwrap();
     assert_eq!(e.token_endpoint, emu.token_endpoint());
     assert_eq!(e.jwks_uri, Some(emu.jwks_uri()));
     // A partial override takes the rest from discovery.
@@ -482,7 +485,11 @@ async fn an_issuer_not_allowed_gets_no_request() {
     let e = fetch_error(other.fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(e.reason, "IssuerNotAllowed");
     assert_eq!(
-        (emu.discovery_requests(), emu.token_requests(), emu.jwks_requests()),
+        (
+            emu.discovery_requests(),
+            emu.token_requests(),
+            emu.jwks_requests()
+        ),
         (0, 0, 0)
     );
 }
@@ -689,7 +696,10 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
 async fn token_lifetime_is_configurable() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.set_token_lifetime(Duration::from_secs(120));
-    let t = client(&emu).fetch_token(&post(&emu), unix_now()).await.unwrap();
+    let t = client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
     assert_eq!(t.claims.exp - t.claims.iat, 120);
     let r = client(&emu).request_token(&post(&emu)).await.unwrap();
     assert_eq!(r.token_type.as_deref(), Some("Bearer"));
@@ -721,7 +731,10 @@ async fn key_rotation_refetches_the_jwks_at_most_once_a_minute() {
     );
     assert_eq!(emu.jwks_requests(), 2);
     // Another client (its own cache) accepts it.
-    client(&emu).fetch_token(&post(&emu), unix_now()).await.unwrap();
+    client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -810,7 +823,10 @@ async fn ca_file_trusts_a_private_ca() {
 async fn debug_output_redacts_secrets() {
     let (private, _) = generate_client_key();
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let t = client(&emu).fetch_token(&post(&emu), unix_now()).await.unwrap();
+    let t = client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
     let shown = format!(
         "{t:?} {:?} {:?} {:?}",
         post(&emu),

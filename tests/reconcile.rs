@@ -733,7 +733,10 @@ async fn a_jwks_answering_404_fails_the_refresh_and_keeps_the_secret() {
     let (action, message, _) = refresh_fails(&emu, "JWKSUnavailable", "RefreshFailed").await;
     assert!(message.contains("HTTP 404"), "{message}");
     // Transient: retried with backoff, not at the 5-minute cap.
-    assert!(requeue_after(&action) <= Duration::from_secs(1), "{action:?}");
+    assert!(
+        requeue_after(&action) <= Duration::from_secs(1),
+        "{action:?}"
+    );
     // A token was issued, but with no JWKS to check it against it was not written.
     assert_eq!((emu.issued_tokens(), emu.jwks_requests()), (1, 1));
 }
@@ -771,7 +774,11 @@ async fn not_allowed(t: M2MToken, emu: &IdaasEmulator, want_reason: &str, names:
     h.api.expect_no_more().await;
     assert_eq!(action, Action::await_change());
     assert_eq!(
-        (emu.discovery_requests(), emu.token_requests(), emu.jwks_requests()),
+        (
+            emu.discovery_requests(),
+            emu.token_requests(),
+            emu.jwks_requests()
+        ),
         (0, 0, 0)
     );
 }
@@ -792,7 +799,13 @@ async fn spec_endpoints_not_allowed_read_no_secret_and_send_nothing() {
     let foreign = "https://x.aliyunidaas.com.evil.example/token";
     let mut t = m2mtoken(&emu.issuer(), "12h");
     t.spec.token_endpoint = Some(foreign.into());
-    not_allowed(t, &emu, "EndpointNotAllowed", "x.aliyunidaas.com.evil.example").await;
+    not_allowed(
+        t,
+        &emu,
+        "EndpointNotAllowed",
+        "x.aliyunidaas.com.evil.example",
+    )
+    .await;
     let mut t = m2mtoken(&emu.issuer(), "12h");
     t.spec.jwks_uri = Some("http://10.0.0.1:8080/jwks".into());
     not_allowed(t, &emu, "EndpointNotAllowed", "http://10.0.0.1:8080/jwks").await;
@@ -808,7 +821,9 @@ async fn refresh_metric_reasons_are_bounded() {
     });
     let (_, _, text) = refresh_fails(&emu, "custom_code_42", "RefreshFailed").await;
     assert!(
-        text.contains("idaas_projector_token_refreshes_total{result=\"failure\",reason=\"other\"} 1"),
+        text.contains(
+            "idaas_projector_token_refreshes_total{result=\"failure\",reason=\"other\"} 1"
+        ),
         "{text}"
     );
     assert!(!text.contains("custom_code_42"), "{text}");

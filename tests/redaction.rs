@@ -17,9 +17,7 @@ use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
 use idaas_projector::idaas::IdaasClient;
-use idaas_projector::testing::{
-    self, fake_kube, install_provider, not_found, reconcile_context,
-};
+use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use serde_json::json;
 
 #[derive(Clone, Default)]

@@ -72,8 +72,8 @@ async fn signature_check(
             ),
         ));
     }
-    let client =
-        IdaasClient::new(&args.http.config(AllowedOrigins::any())).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let client = IdaasClient::new(&args.http.config(AllowedOrigins::any()))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
     let not_checked = |why: String| {
         Ok(Check::new(
             "signature",

@@ -105,8 +105,8 @@ impl ProjectorArgs {
             }),
         };
         // Clap has parsed each pattern and applies the default when the flag is absent.
-        let allowed = AllowedOrigins::from_patterns(self.allowed_issuers.clone())
-            .unwrap_or_default();
+        let allowed =
+            AllowedOrigins::from_patterns(self.allowed_issuers.clone()).unwrap_or_default();
         Projector {
             controller,
             idaas: self.http.config(allowed),

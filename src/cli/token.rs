@@ -162,8 +162,8 @@ fn summary(t: &FetchedToken, max_age: i64) -> String {
 /// Runs `token`.
 pub async fn run(args: TokenArgs) -> Result<(), CommandError> {
     let req = request(&args)?;
-    let client =
-        IdaasClient::new(&args.http.config(AllowedOrigins::any())).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let client = IdaasClient::new(&args.http.config(AllowedOrigins::any()))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
     let max_age = args.max_token_age.as_secs() as i64;
 
     if !args.watch {

@@ -59,7 +59,8 @@ impl OriginPattern {
         if hostport.contains('*') {
             return Err(bad("\"*.\" may only start the host"));
         }
-        let url = Url::parse(&format!("{scheme}://{hostport}/")).map_err(|e| bad(&e.to_string()))?;
+        let url =
+            Url::parse(&format!("{scheme}://{hostport}/")).map_err(|e| bad(&e.to_string()))?;
         let host = url
             .host()
             .map(|h| h.to_owned())
@@ -232,19 +233,46 @@ mod tests {
 
     #[test]
     fn literal_hosts_ports_and_ips() {
-        assert!(allows("https://idaas.example.com", "https://IDAAS.example.com/t"));
-        assert!(!allows("https://idaas.example.com", "https://a.idaas.example.com/t"));
-        assert!(allows("https://idaas.example.com:8443", "https://idaas.example.com:8443/"));
-        assert!(!allows("https://idaas.example.com:8443", "https://idaas.example.com/"));
+        assert!(allows(
+            "https://idaas.example.com",
+            "https://IDAAS.example.com/t"
+        ));
+        assert!(!allows(
+            "https://idaas.example.com",
+            "https://a.idaas.example.com/t"
+        ));
+        assert!(allows(
+            "https://idaas.example.com:8443",
+            "https://idaas.example.com:8443/"
+        ));
+        assert!(!allows(
+            "https://idaas.example.com:8443",
+            "https://idaas.example.com/"
+        ));
         assert!(allows("https://10.0.0.1", "https://10.0.0.1/t"));
         // The HTTP client reads 0x0a.1 as 10.0.0.1, and so does the matcher.
         assert!(allows("https://10.0.0.1", "https://0x0a.0.0.1/t"));
         assert!(!allows("https://10.0.0.1", "https://10.0.0.2/t"));
-        assert!(allows("https://a.example/,https://b.example", "https://b.example/t"));
-        assert!(allows("http://127.0.0.1:18080", "http://127.0.0.1:18080/api"));
-        assert!(!allows("http://127.0.0.1:18080", "http://127.0.0.1:18081/api"));
-        assert!(!allows("http://127.0.0.1:18080", "https://127.0.0.1:18080/api"));
-        assert!(!allows("http://127.0.0.1:18080", "http://localhost:18080/api"));
+        assert!(allows(
+            "https://a.example/,https://b.example",
+            "https://b.example/t"
+        ));
+        assert!(allows(
+            "http://127.0.0.1:18080",
+            "http://127.0.0.1:18080/api"
+        ));
+        assert!(!allows(
+            "http://127.0.0.1:18080",
+            "http://127.0.0.1:18081/api"
+        ));
+        assert!(!allows(
+            "http://127.0.0.1:18080",
+            "https://127.0.0.1:18080/api"
+        ));
+        assert!(!allows(
+            "http://127.0.0.1:18080",
+            "http://localhost:18080/api"
+        ));
         assert!(allows("http://[::1]:9", "http://[::1]:9/"));
         assert!(AllowedOrigins::any().allows_str("http://anything.example/"));
     }
@@ -269,7 +297,10 @@ mod tests {
             "https://exa mple.com",
         ] {
             let e = AllowedOrigins::parse(bad).unwrap_err();
-            assert!(e.contains("expected an origin https://HOST[:PORT]"), "{bad}: {e}");
+            assert!(
+                e.contains("expected an origin https://HOST[:PORT]"),
+                "{bad}: {e}"
+            );
         }
         assert!(OriginPattern::parse("https://*.aliyunidaas.com/").is_ok());
     }
@@ -277,6 +308,9 @@ mod tests {
     #[test]
     fn display_lists_the_patterns() {
         let a = AllowedOrigins::parse("https://*.aliyunidaas.com, https://x.example:8443").unwrap();
-        assert_eq!(a.to_string(), "https://*.aliyunidaas.com,https://x.example:8443");
+        assert_eq!(
+            a.to_string(),
+            "https://*.aliyunidaas.com,https://x.example:8443"
+        );
     }
 }

@@ -209,7 +209,12 @@ impl IdaasClient {
     }
 
     async fn discover(&self, issuer: &str) -> Result<Endpoints, FetchError> {
-        let cached = self.inner.discovery.lock().unwrap().get(issuer, Instant::now());
+        let cached = self
+            .inner
+            .discovery
+            .lock()
+            .unwrap()
+            .get(issuer, Instant::now());
         if let Some(e) = cached {
             return Ok(e);
         }
@@ -316,7 +321,12 @@ impl IdaasClient {
         let url = display_url(token_endpoint);
         tracing::debug!(%url, client_id = %req.client_id, auth = method, scope = %req.scope_string(), "requesting a token");
         let answer = self
-            .send("POST", Target::Endpoint, token_endpoint, builder.form(&form))
+            .send(
+                "POST",
+                Target::Endpoint,
+                token_endpoint,
+                builder.form(&form),
+            )
             .await?;
         drop(form);
         tracing::debug!(%url, status = answer.status.as_u16(), request_id = ?header_request_id(&answer.headers), "token endpoint answered");
@@ -561,7 +571,9 @@ fn jwks_unavailable(what: String) -> FetchError {
     FetchError {
         class: ErrorClass::Transient,
         reason: JWKS_UNAVAILABLE.to_owned(),
-        message: format!("the JWKS is unavailable, so the token's signature cannot be checked: {what}"),
+        message: format!(
+            "the JWKS is unavailable, so the token's signature cannot be checked: {what}"
+        ),
         request_id: None,
         retry_after: None,
     }
@@ -1038,7 +1050,10 @@ mod tests {
             drop(cache);
             client.jwks_slot(&format!("{issuer}/jwks"));
         }
-        assert_eq!(client.inner.discovery.lock().unwrap().len(), MAX_CACHED_ISSUERS);
+        assert_eq!(
+            client.inner.discovery.lock().unwrap().len(),
+            MAX_CACHED_ISSUERS
+        );
         assert_eq!(client.inner.jwks.lock().unwrap().len(), MAX_CACHED_ISSUERS);
     }
 

@@ -773,14 +773,7 @@ async fn not_allowed(t: M2MToken, emu: &IdaasEmulator, want_reason: &str, names:
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
     assert_eq!(action, Action::await_change());
-    assert_eq!(
-        (
-            emu.discovery_requests(),
-            emu.token_requests(),
-            emu.jwks_requests()
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!(emu.requests(), (0, 0, 0), "discovery, token, JWKS calls");
 }
 
 #[tokio::test]

@@ -305,6 +305,15 @@ impl IdaasEmulator {
         self.shared.discovery_requests.load(Ordering::SeqCst)
     }
 
+    /// Calls so far of discovery, the token endpoint and the JWKS, in that order.
+    pub fn requests(&self) -> (usize, usize, usize) {
+        (
+            self.discovery_requests(),
+            self.token_requests(),
+            self.jwks_requests(),
+        )
+    }
+
     /// The `kid` of the current signing key.
     pub fn current_kid(&self) -> String {
         self.shared.signing.lock().unwrap().kid.clone()

@@ -13,9 +13,9 @@ use base64::Engine as _;
 use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
-use idaas_projector::idaas::{HttpConfig, IdaasClient};
+use idaas_projector::idaas::IdaasClient;
 use idaas_projector::testing::{
-    emulator, fake_kube, install_provider, not_found, reconcile_context,
+    emulator, fake_kube, http_config, install_provider, not_found, reconcile_context,
 };
 use serde_json::json;
 
@@ -116,7 +116,7 @@ fn main() {
                 }
             }
         });
-        let idaas = IdaasClient::new(&HttpConfig::default()).unwrap();
+        let idaas = IdaasClient::new(&http_config(&emu)).unwrap();
         let ctx = Arc::new(reconcile_context(client, idaas, concurrency));
         let metrics = ctx.metrics.clone();
         let issuer = emu.issuer();

@@ -51,6 +51,76 @@ pub enum RefreshResult {
     rejected,
 }
 
+/// The `reason` labels of `idaas_projector_token_refreshes_total` besides `http_*` and `other`:
+/// the success reason, the OAuth error codes, the client's own reasons and the check reasons.
+pub const REFRESH_REASONS: &[&str] = &[
+    "Refreshed",
+    // OAuth 2.0 (RFC 6749 §5.2, RFC 8628 slow_down)
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_scope",
+    "invalid_request",
+    "invalid_grant",
+    "unsupported_grant_type",
+    "temporarily_unavailable",
+    "server_error",
+    "slow_down",
+    // the IDaaS client
+    "timeout",
+    "connect",
+    "network",
+    "bad_response",
+    "ca_file",
+    "http_client",
+    "invalid_url",
+    "invalid_private_key",
+    "invalid_client_secret",
+    crate::idaas::error::reason::JWKS_UNAVAILABLE,
+    crate::idaas::error::reason::ISSUER_NOT_ALLOWED,
+    crate::idaas::error::reason::ENDPOINT_NOT_ALLOWED,
+    // the checks (`CheckError::reason`)
+    "NotJWT",
+    "SymmetricAlgorithm",
+    "IssuerNotMatch",
+    "AudienceNotMatch",
+    "Expired",
+    "IssuedInFuture",
+    "IssuedTooLongAgo",
+    "UnknownKey",
+    "InvalidSignature",
+];
+
+/// HTTP statuses that keep their own label (`http_<status>`); others become `http_<class>xx`.
+const HTTP_STATUSES: &[u16] = &[400, 401, 403, 404, 408, 429, 500, 502, 503, 504];
+
+/// The `reason` label for a refresh reason: one of [`REFRESH_REASONS`], `http_<status>` for the
+/// statuses in a fixed list, `http_1xx` .. `http_5xx` for the others, else `other`. The set is
+/// fixed whatever a server answers (the condition reason on the M2MToken keeps the server's code).
+pub fn refresh_reason_label(reason: &str) -> &'static str {
+    const CLASSES: [&str; 5] = ["http_1xx", "http_2xx", "http_3xx", "http_4xx", "http_5xx"];
+    const KEPT: [&str; 10] = [
+        "http_400", "http_401", "http_403", "http_404", "http_408", "http_429", "http_500",
+        "http_502", "http_503", "http_504",
+    ];
+    if let Some(known) = REFRESH_REASONS.iter().find(|r| **r == reason) {
+        return known;
+    }
+    let status = reason
+        .strip_prefix("http_")
+        .filter(|s| s.len() == 3)
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(s) => match HTTP_STATUSES.iter().position(|k| *k == s) {
+            Some(i) => KEPT[i],
+            None => match s / 100 {
+                c @ 1..=5 => CLASSES[usize::from(c) - 1],
+                _ => "other",
+            },
+        },
+        None => "other",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefreshLabels {
     pub result: RefreshResult,
@@ -185,12 +255,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one token refresh.
+    /// Counts one token refresh, under the bounded label of its reason
+    /// ([`refresh_reason_label`]).
     pub fn refresh(&self, result: RefreshResult, reason: &str) {
         self.refreshes
             .get_or_create(&RefreshLabels {
                 result,
-                reason: reason.to_owned(),
+                reason: refresh_reason_label(reason).to_owned(),
             })
             .inc();
     }
@@ -227,5 +298,74 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idaas::CheckError;
+
+    #[test]
+    fn refresh_reasons_map_to_a_fixed_set_of_labels() {
+        for r in REFRESH_REASONS {
+            assert_eq!(refresh_reason_label(r), *r);
+        }
+        let cases = [
+            ("http_500", "http_500"),
+            ("http_429", "http_429"),
+            ("http_418", "http_4xx"),
+            ("http_599", "http_5xx"),
+            ("http_302", "http_3xx"),
+            ("http_999", "other"),
+            ("http_5000", "other"),
+            ("http_", "other"),
+            ("InvalidParameter.Scope", "other"),
+            ("attacker_chosen_code_1", "other"),
+            ("", "other"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(refresh_reason_label(reason), label, "{reason}");
+        }
+        // Every check reason has its own label.
+        let checks = [
+            CheckError::NotJwt(String::new()),
+            CheckError::SymmetricAlgorithm(String::new()),
+            CheckError::IssuerNotMatch {
+                got: String::new(),
+                want: String::new(),
+            },
+            CheckError::AudienceNotMatch {
+                got: vec![],
+                want: String::new(),
+            },
+            CheckError::Expired { exp: 0 },
+            CheckError::IssuedInFuture { iat: 0 },
+            CheckError::IssuedTooLongAgo {
+                iat: 0,
+                limit_secs: 0,
+            },
+            CheckError::UnknownKey(None),
+            CheckError::InvalidSignature,
+        ];
+        for c in checks {
+            assert_eq!(refresh_reason_label(c.reason()), c.reason());
+        }
+    }
+
+    #[test]
+    fn many_server_codes_make_few_series() {
+        let m = Metrics::new();
+        for i in 0..500 {
+            m.refresh(RefreshResult::failure, &format!("code_{i}"));
+            m.refresh(RefreshResult::failure, &format!("http_{}", 400 + i % 200));
+        }
+        let text = m.encode().unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("idaas_projector_token_refreshes_total{"))
+            .count();
+        assert!(series <= 1 + HTTP_STATUSES.len() + 2, "{text}");
+        assert!(text.contains("reason=\"other\"} 500"), "{text}");
     }
 }

@@ -75,3 +75,22 @@ fn webhook_flags_are_validated_with_exit_two() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--default-oidc-provider-arn"), "{stderr}");
 }
+
+#[test]
+fn bad_allowed_issuers_are_bad_usage_with_the_valid_form() {
+    for (command, pattern) in [
+        ("controller", "http://idaas.example.com"),
+        ("serve", "https://*.com"),
+        ("controller", "https://x.aliyunidaas.com/path"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
+            .args([command, "--allowed-issuers", pattern])
+            .env_remove("IDAAS_PROJECTOR_ALLOWED_ISSUERS")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command} {pattern}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--allowed-issuers"), "{stderr}");
+        assert!(stderr.contains("https://HOST[:PORT]"), "{stderr}");
+    }
+}

@@ -66,11 +66,11 @@ async fn emulator() -> IdaasEmulator {
     testing::emulator(CLIENT_ID, CLIENT_SECRET, AUDIENCE, LIFETIME).await
 }
 
-fn idaas_client() -> IdaasClient {
+fn idaas_client(emu: &IdaasEmulator) -> IdaasClient {
     IdaasClient::new(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: REQUEST_TIMEOUT,
-        ca_file: None,
+        ..testing::http_config(emu)
     })
     .unwrap()
 }
@@ -252,10 +252,10 @@ async fn token_file_survives_an_idaas_fault_sequence() {
         max_token_age: Duration::from_secs(12 * 3600),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let client = idaas_client(&emu);
     let projector = {
         let out = out.clone();
         tokio::spawn(async move {
-            let client = idaas_client();
             idaas_projector::token_file::keep_fresh(&client, &req, &out, DRILL_BACKOFF, async {
                 let _ = rx.await;
             })
@@ -393,7 +393,7 @@ async fn managed_secret_survives_an_idaas_fault_sequence() {
     let api = Arc::new(FakeApi::default());
     let held = api.clone();
     let client = fake_kube(move |method, path, sent| held.answer(method, path, sent));
-    let mut ctx = reconcile_context(client, idaas_client(), 4);
+    let mut ctx = reconcile_context(client, idaas_client(&emu), 4);
     ctx.backoff = DRILL_BACKOFF;
     let ctx = Arc::new(ctx);
     let token = Arc::new(drill_token(&emu.issuer()));

@@ -11,14 +11,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use idaas_projector::emulator::idaas::{
-    EmulatorConfig, Fault, IdaasEmulator, WRONG_AUDIENCE, generate_client_key,
+    EmulatorConfig, Fault, ISSUER_PATH, IdaasEmulator, WRONG_AUDIENCE, generate_client_key,
 };
 use idaas_projector::idaas::client::Endpoints;
 use idaas_projector::idaas::{
-    CheckError, Credential, ErrorClass, FetchError, FetchedToken, HttpConfig, IdaasClient,
-    RefreshError, TokenRequest,
+    AllowedOrigins, CheckError, Credential, ErrorClass, FetchError, FetchedToken, HttpConfig,
+    IdaasClient, RefreshError, TokenRequest,
 };
 use idaas_projector::ram::Expectations;
+use idaas_projector::testing;
 use idaas_projector::time::unix_now;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -33,8 +34,18 @@ fn config() -> EmulatorConfig {
     }
 }
 
-fn client() -> IdaasClient {
-    IdaasClient::new(&HttpConfig::default()).unwrap()
+/// A client that may send requests to `emu` only.
+fn client(emu: &IdaasEmulator) -> IdaasClient {
+    IdaasClient::new(&testing::http_config(emu)).unwrap()
+}
+
+/// A client that may send requests to these origins only.
+fn client_allowing(origins: &str) -> IdaasClient {
+    IdaasClient::new(&HttpConfig {
+        allowed: AllowedOrigins::parse(origins).unwrap(),
+        ..HttpConfig::default()
+    })
+    .unwrap()
 }
 
 fn post(emu: &IdaasEmulator) -> TokenRequest {
@@ -137,7 +148,7 @@ fn pkcs1_pem(pkcs8_pem: &str) -> String {
 #[tokio::test]
 async fn client_secret_post_with_discovery_and_caches() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
     let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!(
@@ -176,7 +187,7 @@ async fn client_secret_basic() {
             client_secret: SECRET.into(),
         },
     );
-    let t = client().fetch_token(&req, unix_now()).await.unwrap();
+    let t = client(&emu).fetch_token(&req, unix_now()).await.unwrap();
     assert_good(&emu, &t);
 
     let wrong = request(
@@ -185,7 +196,7 @@ async fn client_secret_basic() {
             client_secret: "wrong".into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&wrong, unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&wrong, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_client")
@@ -201,7 +212,7 @@ async fn private_key_jwt_pkcs8_and_pkcs1() {
     })
     .await
     .unwrap();
-    let c = client();
+    let c = client(&emu);
     for pem in [private.clone(), pkcs1_pem(&private)] {
         let req = request(
             &emu,
@@ -247,7 +258,7 @@ async fn private_key_jwt_bad_key_is_permanent_and_sends_nothing() {
                 private_key_pem: pem.clone().into(),
             },
         );
-        let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+        let e = fetch_error(client(&emu).fetch_token(&req, unix_now()).await);
         assert_eq!(
             (e.class, e.reason.as_str()),
             (ErrorClass::Permanent, "invalid_private_key")
@@ -272,7 +283,7 @@ async fn private_key_jwt_refused_when_not_configured() {
             private_key_pem: generate_client_key().0.into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&req, unix_now()).await);
     assert_eq!(e.reason, "invalid_client");
 }
 
@@ -285,7 +296,7 @@ async fn wrong_secret_is_permanent_invalid_client() {
             client_secret: "nope".into(),
         },
     );
-    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_client")
@@ -305,9 +316,9 @@ async fn scope_not_granted_is_permanent_invalid_scope() {
     .unwrap();
     let mut req = post(&emu);
     req.scopes = vec!["read".into()];
-    client().fetch_token(&req, unix_now()).await.unwrap();
+    client(&emu).fetch_token(&req, unix_now()).await.unwrap();
     req.scopes = vec!["read".into(), "write".into()];
-    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Permanent, "invalid_scope")
@@ -318,7 +329,7 @@ async fn scope_not_granted_is_permanent_invalid_scope() {
 async fn discovery_not_served_falls_back_to_issuer_token_and_jwks() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.set_serve_discovery(false);
-    let c = client();
+    let c = client(&emu);
     let issuer = emu.issuer();
     assert_eq!(
         c.endpoints(&format!("{issuer}/"), None, None)
@@ -342,7 +353,7 @@ async fn discovery_on_an_unknown_path_falls_back() {
     // The emulator answers 404 (no JSON) for paths outside its issuer.
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let other = format!("http://{}/elsewhere", emu.addr());
-    let e = client().endpoints(&other, None, None).await.unwrap();
+    let e = client(&emu).endpoints(&other, None, None).await.unwrap();
     assert_eq!(e.token_endpoint, format!("{other}/token"));
     assert_eq!(e.jwks_uri, Some(format!("{other}/jwks")));
 }
@@ -350,11 +361,14 @@ async fn discovery_on_an_unknown_path_falls_back() {
 #[tokio::test]
 async fn discovery_answer_is_used() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let e = client().endpoints(&emu.issuer(), None, None).await.unwrap();
+    let e = client(&emu)
+        .endpoints(&emu.issuer(), None, None)
+        .await
+        .unwrap();
     assert_eq!(e.token_endpoint, emu.token_endpoint());
     assert_eq!(e.jwks_uri, Some(emu.jwks_uri()));
     // A partial override takes the rest from discovery.
-    let e = client()
+    let e = client(&emu)
         .endpoints(&emu.issuer(), Some("http://127.0.0.1:1/t"), None)
         .await
         .unwrap();
@@ -368,13 +382,13 @@ async fn overrides_skip_discovery() {
     let mut req = post(&emu);
     req.token_endpoint = Some(emu.token_endpoint());
     req.jwks_uri = Some(emu.jwks_uri());
-    let t = client().fetch_token(&req, unix_now()).await.unwrap();
+    let t = client(&emu).fetch_token(&req, unix_now()).await.unwrap();
     assert_good(&emu, &t);
     assert_eq!((emu.discovery_requests(), emu.jwks_requests()), (0, 1));
     // Empty strings (the CRD's defaults) count as unset.
     req.token_endpoint = Some(String::new());
     req.jwks_uri = Some(String::new());
-    client().fetch_token(&req, unix_now()).await.unwrap();
+    client(&emu).fetch_token(&req, unix_now()).await.unwrap();
     assert_eq!(emu.discovery_requests(), 1);
 }
 
@@ -389,8 +403,12 @@ fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn connection_refused_is_transient_connect() {
-    let issuer = format!("http://127.0.0.1:{}/oauth2", closed_port());
-    let e = client().endpoints(&issuer, None, None).await.unwrap_err();
+    let port = closed_port();
+    let issuer = format!("http://127.0.0.1:{port}/oauth2");
+    let e = client_allowing(&format!("http://127.0.0.1:{port}"))
+        .endpoints(&issuer, None, None)
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "connect")
@@ -399,8 +417,10 @@ async fn connection_refused_is_transient_connect() {
 
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let mut req = post(&emu);
-    req.token_endpoint = Some(format!("http://127.0.0.1:{}/token", closed_port()));
-    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+    let port = closed_port();
+    req.token_endpoint = Some(format!("http://127.0.0.1:{port}/token"));
+    let c = client_allowing(&format!("{},http://127.0.0.1:{port}", emu.origin()));
+    let e = fetch_error(c.fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "connect")
@@ -408,34 +428,110 @@ async fn connection_refused_is_transient_connect() {
 }
 
 #[tokio::test]
-async fn jwks_unreachable_is_transient() {
+async fn jwks_unreachable_is_transient_jwks_unavailable() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let mut req = post(&emu);
-    req.jwks_uri = Some(format!("http://127.0.0.1:{}/jwks", closed_port()));
-    let e = fetch_error(client().fetch_token(&req, unix_now()).await);
+    let port = closed_port();
+    req.jwks_uri = Some(format!("http://127.0.0.1:{port}/jwks"));
+    let c = client_allowing(&format!("{},http://127.0.0.1:{port}", emu.origin()));
+    let e = fetch_error(c.fetch_token(&req, unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
-        (ErrorClass::Transient, "connect")
+        (ErrorClass::Transient, "JWKSUnavailable")
     );
+    assert!(e.message.contains("cannot connect"), "{}", e.message);
 }
 
 #[tokio::test]
-async fn jwks_not_served_skips_the_signature_check() {
+async fn jwks_not_served_fails_closed() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.set_serve_jwks(false);
-    let c = client();
-    assert_eq!(c.jwks(&emu.jwks_uri()).await.unwrap(), None);
+    let c = client(&emu);
+    let e = c.jwks(&emu.jwks_uri()).await.unwrap_err();
+    assert_eq!(
+        (e.class, e.reason.as_str()),
+        (ErrorClass::Transient, "JWKSUnavailable")
+    );
+    assert!(e.message.contains("HTTP 404"), "{}", e.message);
+    // The token is not handed out unchecked, and a 404 is not cached: each refresh asks again.
+    for _ in 0..2 {
+        let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
+        assert_eq!(
+            (e.class, e.reason.as_str()),
+            (ErrorClass::Transient, "JWKSUnavailable")
+        );
+    }
+    assert_eq!(emu.jwks_requests(), 3);
+    // Once the JWKS is back, the next refresh succeeds.
+    emu.set_serve_jwks(true);
     let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_good(&emu, &t);
-    // The cached 404 is not refetched within a minute.
-    c.fetch_token(&post(&emu), unix_now()).await.unwrap();
-    assert_eq!(emu.jwks_requests(), 1);
+}
+
+#[tokio::test]
+async fn an_issuer_not_allowed_gets_no_request() {
+    let emu = IdaasEmulator::start(config()).await.unwrap();
+    // The default list (https://*.aliyunidaas.com) does not allow the emulator.
+    let c = IdaasClient::new(&HttpConfig::default()).unwrap();
+    let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
+    assert_eq!(
+        (e.class, e.reason.as_str()),
+        (ErrorClass::Permanent, "IssuerNotAllowed")
+    );
+    assert!(e.message.contains(&emu.issuer()), "{}", e.message);
+    assert!(e.message.contains("--allowed-issuers"), "{}", e.message);
+    // Another port of the same host is another origin.
+    let other = client_allowing(&format!("http://127.0.0.1:{}", closed_port()));
+    let e = fetch_error(other.fetch_token(&post(&emu), unix_now()).await);
+    assert_eq!(e.reason, "IssuerNotAllowed");
+    assert_eq!(emu.requests(), (0, 0, 0), "discovery, token, JWKS calls");
+}
+
+#[tokio::test]
+async fn endpoints_not_allowed_get_no_request() {
+    let emu = IdaasEmulator::start(config()).await.unwrap();
+    let c = client(&emu);
+    // The same emulator named as localhost is another origin.
+    let foreign = emu.origin().replace("127.0.0.1", "localhost");
+    let mut req = post(&emu);
+    req.token_endpoint = Some(format!("{foreign}{ISSUER_PATH}/token"));
+    let e = fetch_error(c.fetch_token(&req, unix_now()).await);
+    assert_eq!(
+        (e.class, e.reason.as_str()),
+        (ErrorClass::Permanent, "EndpointNotAllowed")
+    );
+    assert!(e.message.contains("localhost"), "{}", e.message);
+    let mut req = post(&emu);
+    req.jwks_uri = Some(format!("{foreign}{ISSUER_PATH}/jwks"));
+    let e = fetch_error(c.fetch_token(&req, unix_now()).await);
+    assert_eq!(e.reason, "EndpointNotAllowed");
+    // Checked before anything is sent: not even the token request with the allowed endpoint.
+    assert_eq!((emu.token_requests(), emu.jwks_requests()), (0, 0));
+    let e = c.jwks(&req.jwks_uri.clone().unwrap()).await.unwrap_err();
+    assert_eq!(e.reason, "EndpointNotAllowed");
+    assert_eq!(emu.jwks_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_discovered_endpoint_on_another_origin_gets_no_request() {
+    let emu = IdaasEmulator::start(config()).await.unwrap();
+    let foreign = emu.origin().replace("127.0.0.1", "localhost");
+    emu.set_advertised_token_endpoint(Some(format!("{foreign}{ISSUER_PATH}/token")));
+    let c = client(&emu);
+    let e = fetch_error(c.fetch_token(&post(&emu), unix_now()).await);
+    assert_eq!(
+        (e.class, e.reason.as_str()),
+        (ErrorClass::Permanent, "EndpointNotAllowed")
+    );
+    assert!(e.message.contains("localhost"), "{}", e.message);
+    // Discovery was read; the token request (which would reach this emulator) was never sent.
+    assert_eq!((emu.discovery_requests(), emu.token_requests()), (1, 0));
 }
 
 #[tokio::test]
 async fn server_errors_are_transient() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
     for (status, code) in [
         (503, "ServiceUnavailable"),
         (500, "InternalError"),
@@ -466,7 +562,7 @@ async fn slow_answers_time_out_as_transient() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     let c = IdaasClient::new(&HttpConfig {
         timeout: Duration::from_millis(300),
-        ..HttpConfig::default()
+        ..testing::http_config(&emu)
     })
     .unwrap();
     c.endpoints(&emu.issuer(), None, None).await.unwrap();
@@ -492,7 +588,7 @@ async fn slow_answers_time_out_as_transient() {
 async fn garbage_json_is_transient_bad_response() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.push_fault(Fault::GarbageJson);
-    let e = fetch_error(client().fetch_token(&post(&emu), unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "bad_response")
@@ -506,7 +602,7 @@ async fn too_many_requests_carries_retry_after() {
     emu.push_fault(Fault::TooManyRequests {
         retry_after_secs: 7,
     });
-    let e = fetch_error(client().fetch_token(&post(&emu), unix_now()).await);
+    let e = fetch_error(client(&emu).fetch_token(&post(&emu), unix_now()).await);
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "http_429")
@@ -517,7 +613,7 @@ async fn too_many_requests_carries_retry_after() {
 #[tokio::test]
 async fn oauth_errors_are_permanent() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
     for (status, error) in [
         (401, "invalid_client"),
         (400, "invalid_scope"),
@@ -542,7 +638,7 @@ async fn oauth_errors_are_permanent() {
 #[tokio::test]
 async fn bad_tokens_are_rejected_with_ram_codes() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
 
     emu.push_fault(Fault::Hs256Token);
     let e = rejection(c.fetch_token(&post(&emu), unix_now()).await);
@@ -593,9 +689,12 @@ async fn bad_tokens_are_rejected_with_ram_codes() {
 async fn token_lifetime_is_configurable() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
     emu.set_token_lifetime(Duration::from_secs(120));
-    let t = client().fetch_token(&post(&emu), unix_now()).await.unwrap();
+    let t = client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
     assert_eq!(t.claims.exp - t.claims.iat, 120);
-    let r = client().request_token(&post(&emu)).await.unwrap();
+    let r = client(&emu).request_token(&post(&emu)).await.unwrap();
     assert_eq!(r.token_type.as_deref(), Some("Bearer"));
     assert_eq!(r.expires_in, Some(120));
 }
@@ -603,7 +702,7 @@ async fn token_lifetime_is_configurable() {
 #[tokio::test]
 async fn key_rotation_refetches_the_jwks_at_most_once_a_minute() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
     c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     assert_eq!(emu.jwks_requests(), 1);
 
@@ -625,13 +724,16 @@ async fn key_rotation_refetches_the_jwks_at_most_once_a_minute() {
     );
     assert_eq!(emu.jwks_requests(), 2);
     // Another client (its own cache) accepts it.
-    client().fetch_token(&post(&emu), unix_now()).await.unwrap();
+    client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn verify_checks_a_token_like_fetch() {
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let c = client();
+    let c = client(&emu);
     let t = c.fetch_token(&post(&emu), unix_now()).await.unwrap();
     let expect = Expectations {
         issuer: emu.issuer(),
@@ -682,9 +784,13 @@ async fn ca_file_trusts_a_private_ca() {
     // answers 404 to discovery, so `endpoints` succeeds (with the fallback) once TLS works.
     let ca = common::TestCa::new("idaas test CA");
     let server = common::start_server(&ca.leaf("127.0.0.1")).await;
-    let issuer = format!("https://127.0.0.1:{}/oauth2", server.addr.port());
+    let origin = format!("https://127.0.0.1:{}", server.addr.port());
+    let issuer = format!("{origin}/oauth2");
 
-    let e = client().endpoints(&issuer, None, None).await.unwrap_err();
+    let e = client_allowing(&origin)
+        .endpoints(&issuer, None, None)
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.class, e.reason.as_str()),
         (ErrorClass::Transient, "connect")
@@ -693,15 +799,16 @@ async fn ca_file_trusts_a_private_ca() {
 
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(ca.pem.as_bytes()).unwrap();
+    let emu = IdaasEmulator::start(config()).await.unwrap();
     let c = IdaasClient::new(&HttpConfig {
         ca_file: Some(file.path().to_owned()),
+        allowed: AllowedOrigins::parse(&format!("{origin},{}", emu.origin())).unwrap(),
         ..HttpConfig::default()
     })
     .unwrap();
     let e = c.endpoints(&issuer, None, None).await.unwrap();
     assert_eq!(e.token_endpoint, format!("{issuer}/token"));
     // Plain HTTP still works with it.
-    let emu = IdaasEmulator::start(config()).await.unwrap();
     c.fetch_token(&post(&emu), unix_now()).await.unwrap();
 }
 
@@ -709,7 +816,10 @@ async fn ca_file_trusts_a_private_ca() {
 async fn debug_output_redacts_secrets() {
     let (private, _) = generate_client_key();
     let emu = IdaasEmulator::start(config()).await.unwrap();
-    let t = client().fetch_token(&post(&emu), unix_now()).await.unwrap();
+    let t = client(&emu)
+        .fetch_token(&post(&emu), unix_now())
+        .await
+        .unwrap();
     let shown = format!(
         "{t:?} {:?} {:?} {:?}",
         post(&emu),
@@ -780,7 +890,7 @@ fn trace_logs_and_errors_never_show_secrets() {
         })
         .await
         .unwrap();
-        let c = client();
+        let c = client(&emu);
         let mut out = buffer.clone();
         let credentials = [
             Credential::ClientSecretPost {

@@ -13,8 +13,8 @@ use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
-use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::metrics::Metrics;
+use idaas_projector::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, HttpConfig, IdaasClient};
+use idaas_projector::metrics::{Metrics, refresh_reason_label};
 use idaas_projector::testing::{self, install_provider, reconcile_context};
 use idaas_projector::time::unix_now;
 use kube::runtime::controller::Action;
@@ -131,13 +131,16 @@ struct Harness {
     ctx: Arc<Context>,
 }
 
-fn harness(metrics: Arc<Metrics>) -> Harness {
+/// A reconciler whose IDaaS client may send requests to the origins `allowed` lists (the
+/// emulator's, in most tests).
+fn harness(allowed: &str, metrics: Arc<Metrics>) -> Harness {
     install_provider();
     let (client, api) = mock_api::pair();
     let idaas = IdaasClient::new(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         ca_file: None,
+        allowed: AllowedOrigins::parse(allowed).unwrap(),
     })
     .unwrap();
     let mut ctx = reconcile_context(client, idaas, 4);
@@ -341,7 +344,7 @@ fn spawn_reconcile(
 async fn first_creation_fetches_and_writes_the_secret() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+    let mut h = harness(&emu.origin(), metrics.clone());
     let action = run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), not_found(NAME)).await;
     assert_eq!(emu.token_requests(), 1);
     // Next look: no later than the credentials re-check interval.
@@ -368,7 +371,7 @@ async fn first_creation_fetches_and_writes_the_secret() {
 #[tokio::test]
 async fn fresh_token_means_no_idaas_call_and_no_write() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let secret = managed_secret(&token, t - 60, t + 3540, "42");
@@ -387,7 +390,7 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
 #[tokio::test]
 async fn unchanged_status_is_not_patched_again() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
@@ -420,7 +423,7 @@ async fn unchanged_status_is_not_patched_again() {
 #[tokio::test]
 async fn refresh_due_fetches_applies_and_updates_status() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     // Issued 50 minutes ago, expires in 10: past 2/3 of its hour.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 600);
@@ -439,7 +442,7 @@ async fn refresh_due_fetches_applies_and_updates_status() {
 #[tokio::test]
 async fn max_token_age_reached_before_exp_refreshes() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     // Valid for another day, but issued 50 minutes ago with maxTokenAge 1h: 2/3 of the age passed.
     let old = stored_jwt(&emu.issuer(), t - 3000, t + 86_400);
@@ -458,7 +461,7 @@ async fn max_token_age_reached_before_exp_refreshes() {
 #[tokio::test]
 async fn changed_credentials_secret_refreshes_at_once() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     // The Secret was written with credentials version 41; the credentials Secret is now at 42.
@@ -473,7 +476,7 @@ async fn changed_credentials_secret_refreshes_at_once() {
 #[tokio::test]
 async fn managed_secret_deleted_is_recreated() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let mut t = m2mtoken(&emu.issuer(), "12h");
     // The status still says Ready from before the deletion.
     t.status = Some(
@@ -503,9 +506,25 @@ async fn reconcile_due_token(
 async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (Action, String) {
     let emu = emulator(Duration::from_secs(3600)).await;
     emu.push_fault(fault);
+    let (action, message, _) = refresh_fails(&emu, want_reason, want_event).await;
+    assert_eq!(
+        emu.issued_tokens(),
+        usize::from(want_event == "TokenRejected")
+    );
+    (action, message)
+}
+
+/// A due refresh against `emu` fails with `want_reason`: the credentials are read, the Secret is
+/// not touched, a Warning event and Ready=False say why, and the metric counts it under the
+/// reason's bounded label. Returns the requeue, the Ready message and the metrics text.
+async fn refresh_fails(
+    emu: &IdaasEmulator,
+    want_reason: &str,
+    want_event: &str,
+) -> (Action, String, String) {
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
-    let task = reconcile_due_token(&mut h, &emu).await;
+    let mut h = harness(&emu.origin(), metrics.clone());
+    let task = reconcile_due_token(&mut h, emu).await;
     // No PATCH of the Secret: a failed refresh never touches it.
     let event = expect(
         &mut h.api,
@@ -533,16 +552,10 @@ async fn failing_refresh(fault: Fault, want_reason: &str, want_event: &str) -> (
     assert!(!message.contains(CLIENT_SECRET));
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
-    assert_eq!(
-        emu.issued_tokens(),
-        usize::from(want_event == "TokenRejected")
-    );
     let text = metrics.encode().unwrap();
-    assert!(
-        text.contains(&format!("reason=\"{want_reason}\"")),
-        "{text}"
-    );
-    (action, message)
+    let label = refresh_reason_label(want_reason);
+    assert!(text.contains(&format!("reason=\"{label}\"")), "{text}");
+    (action, message, text)
 }
 
 #[tokio::test]
@@ -606,7 +619,7 @@ async fn missing_credentials_secret_sets_a_clear_condition() {
 #[tokio::test]
 async fn a_foreign_secret_with_the_same_name_is_left_alone() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     let foreign = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": NAME, "namespace": NS}, "data": {"password": "aHVudGVyMg=="}});
@@ -639,7 +652,7 @@ async fn failure_then_backoff(between: impl Fn(&Harness)) -> (Harness, IdaasEmul
         status: 401,
         error: "invalid_client".into(),
     });
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let issuer = emu.issuer();
     for round in 0..2 {
         let task = spawn_reconcile(&h, m2mtoken(&issuer, "12h"));
@@ -677,7 +690,7 @@ async fn backoff_gates_a_second_reconcile() {
 #[tokio::test]
 async fn api_errors_back_off_and_reset_after_success() {
     use idaas_projector::controller::reconcile::{Error, error_policy};
-    let h = harness(Arc::new(Metrics::new()));
+    let h = harness(DEFAULT_ALLOWED_ISSUERS, Arc::new(Metrics::new()));
     let t = Arc::new(m2mtoken("https://issuer.example", "12h"));
     let delays: Vec<Duration> = (0..12)
         .map(|_| {
@@ -704,7 +717,7 @@ async fn api_errors_back_off_and_reset_after_success() {
 /// else was sent, to the API or to IDaaS, and that it looks again after the re-check interval.
 async fn run_credentials_problem(credentials: (StatusCode, Value)) -> (String, String, String) {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
     expect(&mut h.api, Method::GET, CREDS_PATH, credentials).await;
@@ -763,7 +776,7 @@ async fn a_credentials_secret_for_other_m2mtokens_is_not_used() {
 #[tokio::test]
 async fn a_credentials_secret_that_names_the_m2mtoken_is_used() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let mut creds = credentials_secret();
     creds["metadata"]["annotations"] =
         json!({"idaas-projector.io/allowed-m2m-tokens": "orders, payments"});
@@ -804,7 +817,7 @@ async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
     // The read finds no Secret; by the time of the create, someone else has made one.
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+    let mut h = harness(&emu.origin(), metrics.clone());
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     answer_reads(&mut h.api, not_found(NAME), credentials_secret()).await;
     let created = expect(
@@ -836,7 +849,7 @@ async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
 async fn our_secret_changed_before_the_write_is_read_again_soon() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
-    let mut h = harness(metrics.clone());
+    let mut h = harness(&emu.origin(), metrics.clone());
     let task = reconcile_due_token(&mut h, &emu).await;
     let applied = expect(&mut h.api, Method::PATCH, SECRET_PATH, conflict("Conflict")).await;
     assert_applied_secret(&applied, Some("7"));
@@ -867,7 +880,7 @@ async fn look_without_status(h: &mut Harness, issuer: &str, written: &Value) -> 
 #[tokio::test]
 async fn a_stale_read_after_a_refresh_keeps_the_refreshed_reason() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let mut h = harness(Arc::new(Metrics::new()));
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let issuer = emu.issuer();
     let (_, mut written) = run_refresh_success_with(
         &mut h,
@@ -918,4 +931,100 @@ async fn the_failures_of_a_deleted_m2mtoken_are_forgotten() {
     assert!(api_error(&h) <= Duration::from_secs(1));
     run_refresh_success(&mut h, m2mtoken(&issuer, "12h"), not_found(NAME)).await;
     assert_eq!(emu.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_jwks_answering_404_fails_the_refresh_and_keeps_the_secret() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.set_serve_jwks(false);
+    let (action, message, _) = refresh_fails(&emu, "JWKSUnavailable", "RefreshFailed").await;
+    assert!(message.contains("HTTP 404"), "{message}");
+    // Transient: retried with backoff, not at the 5-minute cap.
+    assert!(
+        requeue_after(&action) <= Duration::from_secs(1),
+        "{action:?}"
+    );
+    // A token was issued, but with no JWKS to check it against it was not written.
+    assert_eq!((emu.issued_tokens(), emu.jwks_requests()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_discovered_token_endpoint_on_another_origin_gets_no_request() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let foreign = emu.origin().replace("127.0.0.1", "localhost");
+    emu.set_advertised_token_endpoint(Some(format!("{foreign}/token")));
+    let (action, message, _) = refresh_fails(&emu, "EndpointNotAllowed", "RefreshFailed").await;
+    assert!(message.contains("localhost"), "{message}");
+    assert!(message.contains("--allowed-issuers"), "{message}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(emu.token_requests(), 0);
+}
+
+/// An M2MToken naming an origin that is not allowed: Ready=False with `want_reason`, no Secret
+/// read (neither the managed one nor the credentials), no request to IDaaS.
+async fn not_allowed(t: M2MToken, emu: &IdaasEmulator, want_reason: &str, names: &str) {
+    let metrics = Arc::new(Metrics::new());
+    let mut h = harness(&emu.origin(), metrics.clone());
+    let task = spawn_reconcile(&h, t);
+    let status = expect(
+        &mut h.api,
+        Method::PATCH,
+        STATUS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", want_reason));
+    assert!(message.contains(names), "{message}");
+    assert!(message.contains("--allowed-issuers"), "{message}");
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(emu.requests(), (0, 0, 0), "discovery, token, JWKS calls");
+}
+
+#[tokio::test]
+async fn an_issuer_not_allowed_reads_no_secret_and_sends_nothing() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // The same emulator under another name is another origin.
+    let issuer = emu.issuer().replace("127.0.0.1", "localhost");
+    not_allowed(m2mtoken(&issuer, "12h"), &emu, "IssuerNotAllowed", &issuer).await;
+    let https = "https://evil.example/oauth2";
+    not_allowed(m2mtoken(https, "12h"), &emu, "IssuerNotAllowed", https).await;
+}
+
+#[tokio::test]
+async fn spec_endpoints_not_allowed_read_no_secret_and_send_nothing() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let foreign = "https://x.aliyunidaas.com.evil.example/token";
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    t.spec.token_endpoint = Some(foreign.into());
+    not_allowed(
+        t,
+        &emu,
+        "EndpointNotAllowed",
+        "x.aliyunidaas.com.evil.example",
+    )
+    .await;
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    t.spec.jwks_uri = Some("http://10.0.0.1:8080/jwks".into());
+    not_allowed(t, &emu, "EndpointNotAllowed", "http://10.0.0.1:8080/jwks").await;
+}
+
+#[tokio::test]
+async fn refresh_metric_reasons_are_bounded() {
+    // A server's own error code stays in the condition but is counted as `other`.
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.push_fault(Fault::OAuthError {
+        status: 400,
+        error: "custom_code_42".into(),
+    });
+    let (_, _, text) = refresh_fails(&emu, "custom_code_42", "RefreshFailed").await;
+    assert!(
+        text.contains(
+            "idaas_projector_token_refreshes_total{result=\"failure\",reason=\"other\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("custom_code_42"), "{text}");
 }

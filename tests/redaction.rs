@@ -16,8 +16,8 @@ use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
-use idaas_projector::idaas::{HttpConfig, IdaasClient};
-use idaas_projector::testing::{fake_kube, install_provider, not_found, reconcile_context};
+use idaas_projector::idaas::IdaasClient;
+use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -134,7 +134,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
             });
             let ctx = Arc::new(reconcile_context(
                 client,
-                IdaasClient::new(&HttpConfig::default()).unwrap(),
+                IdaasClient::new(&testing::http_config(&emu)).unwrap(),
                 4,
             ));
             reconcile(Arc::new(m2mtoken(&emu.issuer(), method)), ctx.clone())

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{CommandError, HttpArgs, ServerArgs, parse_duration};
 use crate::controller::{LeaseSettings, Settings};
+use crate::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, OriginPattern};
 use crate::process::Projector;
 
 #[derive(Debug, Args)]
@@ -56,6 +57,19 @@ pub struct ProjectorArgs {
         default_value = "default"
     )]
     pub lease_namespace: String,
+    /// Origins the projector may send requests to (issuer discovery, token endpoint, JWKS),
+    /// comma-separated: `https://HOST[:PORT]`, HOST may start with `*.` (one or more labels);
+    /// `http://127.0.0.1:PORT` only for a local emulator. Anything else: no request, Ready=False
+    /// IssuerNotAllowed / EndpointNotAllowed.
+    #[arg(
+        long = "allowed-issuers",
+        env = "IDAAS_PROJECTOR_ALLOWED_ISSUERS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ALLOWED_ISSUERS,
+        value_parser = OriginPattern::parse,
+        value_name = "ORIGINS"
+    )]
+    pub allowed_issuers: Vec<OriginPattern>,
     /// This replica's identity in the Lease (the chart sets the pod name); default: the hostname.
     #[arg(long, env = "IDAAS_PROJECTOR_IDENTITY")]
     pub identity: Option<String>,
@@ -90,9 +104,12 @@ impl ProjectorArgs {
                 grace_secs: 5,
             }),
         };
+        // Clap has parsed each pattern and applies the default when the flag is absent.
+        let allowed =
+            AllowedOrigins::from_patterns(self.allowed_issuers.clone()).unwrap_or_default();
         Projector {
             controller,
-            idaas: self.http.config(),
+            idaas: self.http.config(allowed),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::admin::{self, Readiness};
 use crate::controller::schedule::Backoff;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use crate::emulator::sts::{StsConfig, StsEmulator};
-use crate::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest};
+use crate::idaas::{AllowedOrigins, Credential, HttpConfig, IdaasClient, TokenRequest};
 use crate::metrics::Metrics;
 use crate::time::{format_duration, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
@@ -247,7 +247,13 @@ fn start_projector(
     token_file: &Path,
     stop: Stop,
 ) -> Result<JoinHandle<()>, CommandError> {
-    let client = IdaasClient::new(&HttpConfig::default()).map_err(|x| err("IDaaS client", x))?;
+    // Requests go to the emulator's origin only (plain http on loopback, given literally).
+    let allowed = AllowedOrigins::parse(&idaas.origin()).map_err(|x| err("IDaaS client", x))?;
+    let config = HttpConfig {
+        allowed,
+        ..HttpConfig::default()
+    };
+    let client = IdaasClient::new(&config).map_err(|x| err("IDaaS client", x))?;
     let request = TokenRequest {
         issuer: idaas.issuer(),
         token_endpoint: None,

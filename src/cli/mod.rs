@@ -140,12 +140,14 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
-    /// The IDaaS client's settings.
-    pub fn config(&self) -> crate::idaas::HttpConfig {
+    /// The IDaaS client's settings, sending requests only where `allowed` says (the projector's
+    /// `--allowed-issuers`; the one-shot commands, where the user types the URL, allow any).
+    pub fn config(&self, allowed: crate::idaas::AllowedOrigins) -> crate::idaas::HttpConfig {
         crate::idaas::HttpConfig {
             connect_timeout: self.connect_timeout,
             timeout: self.request_timeout,
             ca_file: self.ca_file.clone(),
+            allowed,
         }
     }
 

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{CommandError, HttpArgs, parse_duration};
 use crate::controller::schedule;
-use crate::idaas::{Credential, FetchedToken, IdaasClient, TokenRequest};
+use crate::idaas::{AllowedOrigins, Credential, FetchedToken, IdaasClient, TokenRequest};
 use crate::time::{rfc3339, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
 
@@ -162,8 +162,8 @@ fn summary(t: &FetchedToken, max_age: i64) -> String {
 /// Runs `token`.
 pub async fn run(args: TokenArgs) -> Result<(), CommandError> {
     let req = request(&args)?;
-    let client =
-        IdaasClient::new(&args.http.config()).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let client = IdaasClient::new(&args.http.config(AllowedOrigins::any()))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
     let max_age = args.max_token_age.as_secs() as i64;
 
     if !args.watch {

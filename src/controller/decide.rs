@@ -44,6 +44,9 @@ pub struct Observed {
 pub enum Found {
     /// `maxTokenAge` is invalid (the message says how); no Secret was read.
     InvalidSpec { message: String },
+    /// `spec.issuer`, `tokenEndpoint` or `jwksUri` is not on an allowed origin
+    /// (`IssuerNotAllowed` / `EndpointNotAllowed`); no Secret was read, no request sent.
+    NotAllowed { reason: String, message: String },
     /// The Secret `spec.secretName` exists and is not this M2MToken's; the credentials Secret was
     /// not read.
     ForeignSecret { secret_name: String },
@@ -100,6 +103,9 @@ pub struct Failure {
 pub enum Decision<'o> {
     /// `maxTokenAge` is invalid: Ready=False (InvalidSpec) until the spec changes.
     InvalidSpec { message: String },
+    /// The spec names an origin the projector may not send requests to: Ready=False with
+    /// `reason` until the spec changes (the allowed origins change only with a restart).
+    NotAllowed { reason: String, message: String },
     /// The Secret to write belongs to something else: Ready=False (SecretConflict); look again
     /// after `retry_in`.
     SecretConflict { message: String, retry_in: Duration },
@@ -178,6 +184,10 @@ pub struct Failed {
 pub fn decide(o: &Observed) -> Decision<'_> {
     match &o.found {
         Found::InvalidSpec { message } => Decision::InvalidSpec {
+            message: message.clone(),
+        },
+        Found::NotAllowed { reason, message } => Decision::NotAllowed {
+            reason: status::condition_reason(reason),
             message: message.clone(),
         },
         Found::ForeignSecret { secret_name } => Decision::SecretConflict {
@@ -543,6 +553,21 @@ mod tests {
         match decide(&o) {
             Decision::InvalidSpec { message } => assert!(message.contains("2m"), "{message}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_origin_not_allowed_is_reported_and_waits_for_a_change() {
+        let o = observed(Found::NotAllowed {
+            reason: "IssuerNotAllowed".into(),
+            message: "the issuer https://evil.example/ is not on an allowed origin".into(),
+        });
+        match decide(&o) {
+            Decision::NotAllowed { reason, message } => {
+                assert_eq!(reason, "IssuerNotAllowed");
+                assert!(message.contains("https://evil.example/"), "{message}");
+            }
+            d => panic!("{d:?}"),
         }
     }
 

@@ -332,6 +332,15 @@ impl<'a> Run<'a> {
             Ok(d) => d.as_secs() as i64,
             Err(message) => return Ok(Found::InvalidSpec { message }),
         };
+        let spec = &self.token.spec;
+        if let Err(e) = self.ctx.idaas.check_allowed(
+            &spec.issuer,
+            spec.token_endpoint.as_deref(),
+            spec.jwks_uri.as_deref(),
+        ) {
+            let (reason, message) = (e.reason, e.message);
+            return Ok(Found::NotAllowed { reason, message });
+        }
         let existing = self.secrets.get_opt(&self.secret_name).await?;
         if let Some(s) = &existing
             && !secret::is_managed_by(s, self.token)
@@ -366,6 +375,10 @@ impl<'a> Run<'a> {
             Decision::InvalidSpec { message } => {
                 self.report(&Report::not_ready(reason::INVALID_SPEC, &message))
                     .await?;
+                Ok(Action::await_change())
+            }
+            Decision::NotAllowed { reason, message } => {
+                self.report(&Report::not_ready(&reason, &message)).await?;
                 Ok(Action::await_change())
             }
             Decision::SecretConflict { message, retry_in } => {

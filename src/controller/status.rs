@@ -19,6 +19,9 @@ pub mod reason {
     pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub use crate::idaas::error::reason::{
+        ENDPOINT_NOT_ALLOWED, ISSUER_NOT_ALLOWED, JWKS_UNAVAILABLE,
+    };
 }
 
 pub fn time(unix: i64) -> Option<Time> {

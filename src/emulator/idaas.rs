@@ -144,6 +144,8 @@ struct Shared {
     seen_jtis: Mutex<HashSet<String>>,
     serve_discovery: AtomicBool,
     serve_jwks: AtomicBool,
+    /// The `token_endpoint` discovery names instead of its own.
+    advertised_token_endpoint: Mutex<Option<String>>,
     token_requests: AtomicUsize,
     issued_tokens: AtomicUsize,
     jwks_requests: AtomicUsize,
@@ -199,6 +201,7 @@ impl IdaasEmulator {
             seen_jtis: Mutex::new(HashSet::new()),
             serve_discovery: AtomicBool::new(true),
             serve_jwks: AtomicBool::new(true),
+            advertised_token_endpoint: Mutex::new(None),
             token_requests: AtomicUsize::new(0),
             issued_tokens: AtomicUsize::new(0),
             jwks_requests: AtomicUsize::new(0),
@@ -221,6 +224,11 @@ impl IdaasEmulator {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: what a client's allowed origins must name to reach it.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// `http://127.0.0.1:PORT/api/v2/iauths_system/oauth2`
@@ -271,6 +279,12 @@ impl IdaasEmulator {
         self.shared.serve_jwks.store(serve, Ordering::SeqCst);
     }
 
+    /// Makes the discovery document name `url` as its `token_endpoint` (`None`: its own), as an
+    /// issuer pointing clients at another host would.
+    pub fn set_advertised_token_endpoint(&self, url: Option<String>) {
+        *self.shared.advertised_token_endpoint.lock().unwrap() = url;
+    }
+
     /// Token endpoint calls, faulted and refused ones included.
     pub fn token_requests(&self) -> usize {
         self.shared.token_requests.load(Ordering::SeqCst)
@@ -289,6 +303,15 @@ impl IdaasEmulator {
     /// Discovery document calls.
     pub fn discovery_requests(&self) -> usize {
         self.shared.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// Calls so far of discovery, the token endpoint and the JWKS, in that order.
+    pub fn requests(&self) -> (usize, usize, usize) {
+        (
+            self.discovery_requests(),
+            self.token_requests(),
+            self.jwks_requests(),
+        )
     }
 
     /// The `kid` of the current signing key.
@@ -386,9 +409,10 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Response {
     if !s.serve_discovery.load(Ordering::SeqCst) {
         return StatusCode::NOT_FOUND.into_response();
     }
+    let token_endpoint = s.advertised_token_endpoint.lock().unwrap().clone();
     axum::Json(json!({
         "issuer": s.issuer,
-        "token_endpoint": s.token_endpoint,
+        "token_endpoint": token_endpoint.unwrap_or_else(|| s.token_endpoint.clone()),
         "jwks_uri": s.jwks_uri,
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": ["token"],

@@ -4,7 +4,6 @@
 //! claims `iss`, `sub`, `aud`, `iat`, `exp`, `kid`. Never the access token, the client secret,
 //! the client assertion or the private key; the `Authorization` header is marked sensitive.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +17,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::allow::AllowedOrigins;
+use super::cache::BoundedCache;
+use super::error::reason::{ENDPOINT_NOT_ALLOWED, ISSUER_NOT_ALLOWED, JWKS_UNAVAILABLE};
 use super::jwt::{self, TokenClaims};
 use super::{
     Credential, ErrorClass, FetchError, FetchedToken, HttpConfig, RefreshError, TokenRequest,
@@ -36,6 +38,10 @@ pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
 pub const CLIENT_ASSERTION_LIFETIME_SECS: i64 = 300;
 /// The `client_assertion_type` of RFC 7523.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// At most this many issuers' discovery answers, and this many JWKS URIs, are cached (the oldest
+/// entry makes room).
+pub const MAX_CACHED_ISSUERS: usize = 1024;
 
 /// Bodies beyond this are cut (token, discovery and JWKS answers are a few KiB).
 const MAX_BODY: usize = 1 << 20;
@@ -58,15 +64,27 @@ pub struct IdaasClient {
 struct Inner {
     http: reqwest::Client,
     timeout: Duration,
+    /// Where requests may go.
+    allowed: AllowedOrigins,
     /// Issuer (as given) -> discovered or fallback endpoints.
-    discovery: Mutex<HashMap<String, (Instant, Endpoints)>>,
+    discovery: Mutex<BoundedCache<Endpoints>>,
     /// jwks_uri -> its slot; the async lock serialises fetches of one URI.
-    jwks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<JwksEntry>>>>>,
+    jwks: Mutex<BoundedCache<JwksSlot>>,
+}
+
+type JwksSlot = Arc<tokio::sync::Mutex<Option<JwksEntry>>>;
+
+/// What a request goes to, for the reason when its origin is not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The issuer's discovery document.
+    Issuer,
+    /// A token endpoint or JWKS URI.
+    Endpoint,
 }
 
 struct JwksEntry {
-    /// `None`: the endpoint answered 404 (no JWKS served).
-    keys: Option<JwkSet>,
+    keys: JwkSet,
     fetched: Instant,
     /// When this fetch was made because a `kid` was missing from the previous set.
     miss_refetched: Option<Instant>,
@@ -112,9 +130,52 @@ impl IdaasClient {
             inner: Arc::new(Inner {
                 http,
                 timeout: config.timeout,
-                discovery: Mutex::new(HashMap::new()),
-                jwks: Mutex::new(HashMap::new()),
+                allowed: config.allowed.clone(),
+                discovery: Mutex::new(BoundedCache::new(DISCOVERY_TTL, MAX_CACHED_ISSUERS)),
+                jwks: Mutex::new(BoundedCache::new(JWKS_TTL, MAX_CACHED_ISSUERS)),
             }),
+        })
+    }
+
+    /// Whether the issuer and the endpoints an M2MToken names may be sent requests (the same check
+    /// every request passes): `IssuerNotAllowed` for the issuer, `EndpointNotAllowed` for an
+    /// endpoint; both permanent. Empty endpoints are not looked at (discovery names them later).
+    pub fn check_allowed(
+        &self,
+        issuer: &str,
+        token_endpoint: Option<&str>,
+        jwks_uri: Option<&str>,
+    ) -> Result<(), FetchError> {
+        self.allow(Target::Issuer, issuer)?;
+        for url in [token_endpoint, jwks_uri].into_iter().flatten() {
+            if !url.is_empty() {
+                self.allow(Target::Endpoint, url)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An error unless `url` is https (or a literal loopback emulator) on an allowed origin.
+    fn allow(&self, target: Target, url: &str) -> Result<(), FetchError> {
+        if self.inner.allowed.allows_str(url) {
+            return Ok(());
+        }
+        let (reason, what) = match target {
+            Target::Issuer => (ISSUER_NOT_ALLOWED, "the issuer URL"),
+            Target::Endpoint => (ENDPOINT_NOT_ALLOWED, "the endpoint"),
+        };
+        tracing::debug!(url = %display_url(url), reason, "request refused: origin not allowed");
+        Err(FetchError {
+            class: ErrorClass::Permanent,
+            reason: reason.to_owned(),
+            message: format!(
+                "{what} {} is not on an allowed origin ({}); no request was sent. Allow it with \
+                 --allowed-issuers (IDAAS_PROJECTOR_ALLOWED_ISSUERS)",
+                display_url(url),
+                self.inner.allowed
+            ),
+            request_id: None,
+            retry_after: None,
         })
     }
 
@@ -148,10 +209,14 @@ impl IdaasClient {
     }
 
     async fn discover(&self, issuer: &str) -> Result<Endpoints, FetchError> {
-        if let Some((at, e)) = self.inner.discovery.lock().unwrap().get(issuer)
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return Ok(e.clone());
+        let cached = self
+            .inner
+            .discovery
+            .lock()
+            .unwrap()
+            .get(issuer, Instant::now());
+        if let Some(e) = cached {
+            return Ok(e);
         }
         let base = issuer.trim_end_matches('/');
         let url = format!("{base}/.well-known/openid-configuration");
@@ -159,7 +224,7 @@ impl IdaasClient {
             token_endpoint: format!("{base}/token"),
             jwks_uri: Some(format!("{base}/jwks")),
         };
-        let answer = self.get(&url).await?;
+        let answer = self.get(Target::Issuer, &url).await?;
         let endpoints = if answer.status.is_success() {
             match parse_discovery(&answer.body) {
                 Some((token_endpoint, jwks_uri)) => {
@@ -186,7 +251,7 @@ impl IdaasClient {
             .discovery
             .lock()
             .unwrap()
-            .insert(issuer.to_owned(), (Instant::now(), endpoints.clone()));
+            .insert(issuer, endpoints.clone(), Instant::now());
         Ok(endpoints)
     }
 
@@ -256,7 +321,12 @@ impl IdaasClient {
         let url = display_url(token_endpoint);
         tracing::debug!(%url, client_id = %req.client_id, auth = method, scope = %req.scope_string(), "requesting a token");
         let answer = self
-            .send("POST", token_endpoint, builder.form(&form))
+            .send(
+                "POST",
+                Target::Endpoint,
+                token_endpoint,
+                builder.form(&form),
+            )
             .await?;
         drop(form);
         tracing::debug!(%url, status = answer.status.as_u16(), request_id = ?header_request_id(&answer.headers), "token endpoint answered");
@@ -282,7 +352,7 @@ impl IdaasClient {
 
     /// Obtains a token and checks it as RAM's AssumeRoleWithOIDC will: claims (issuer,
     /// audience, expiry, issuance time against `max_token_age`, asymmetric `alg`) and the
-    /// signature against the issuer's JWKS when one is served.
+    /// signature against the issuer's JWKS, which must be served.
     pub async fn fetch_token(
         &self,
         req: &TokenRequest,
@@ -295,6 +365,12 @@ impl IdaasClient {
                 req.jwks_uri.as_deref(),
             )
             .await?;
+        // Discovered endpoints too: nothing is sent unless both may be reached.
+        self.check_allowed(
+            &req.issuer,
+            Some(&endpoints.token_endpoint),
+            endpoints.jwks_uri.as_deref(),
+        )?;
         let response = self
             .request_token_at(req, &endpoints.token_endpoint)
             .await?;
@@ -319,9 +395,11 @@ impl IdaasClient {
     }
 
     /// Checks a token as RAM will: [`jwt::decode_unverified`], [`crate::ram::check_claims`], then
-    /// the signature against the JWKS at `jwks_uri` when given and served (a 404 skips the
-    /// signature check). A `kid` missing from the cached JWKS refetches it, at most once per
-    /// [`JWKS_MIN_REFETCH`]. JWKS fetch failures are transient [`RefreshError::Fetch`].
+    /// the signature against the JWKS at `jwks_uri`. A `kid` missing from the cached JWKS
+    /// refetches it, at most once per [`JWKS_MIN_REFETCH`]. No JWKS URI, a JWKS that is not served
+    /// (404) or cannot be fetched or read is a transient [`RefreshError::Fetch`] with reason
+    /// `JWKSUnavailable` (a JWKS URI on an origin that is not allowed: `EndpointNotAllowed`): a
+    /// token whose signature cannot be checked is not used.
     pub async fn verify(
         &self,
         token: &str,
@@ -341,77 +419,64 @@ impl IdaasClient {
             return Err(e.into());
         }
         let Some(jwks_uri) = jwks_uri else {
-            return Ok(claims);
+            return Err(jwks_unavailable("the issuer names no JWKS URI".to_owned()).into());
         };
-        match self.jwks_for_kid(jwks_uri, claims.kid.as_deref()).await {
-            Ok(Some(set)) => {
-                if let Err(e) = jwt::verify_signature(token, &set) {
-                    tracing::debug!(reason = e.reason(), kid = ?claims.kid, "token rejected");
-                    return Err(e.into());
-                }
-            }
-            Ok(None) => {
-                tracing::debug!(jwks_uri = %display_url(jwks_uri), "no JWKS served (404); signature not checked");
-                return Ok(claims);
-            }
-            Err(mut e) => {
-                e.class = ErrorClass::Transient;
-                return Err(e.into());
-            }
+        let set = self.jwks_for_kid(jwks_uri, claims.kid.as_deref()).await?;
+        if let Err(e) = jwt::verify_signature(token, &set) {
+            tracing::debug!(reason = e.reason(), kid = ?claims.kid, "token rejected");
+            return Err(e.into());
         }
         tracing::debug!(kid = ?claims.kid, "token signature verified");
         Ok(claims)
     }
 
-    /// The JWKS at `jwks_uri`, from the cache when fetched less than [`JWKS_TTL`] ago.
-    /// `Ok(None)`: the endpoint answered 404 (no JWKS served).
-    pub async fn jwks(&self, jwks_uri: &str) -> Result<Option<JwkSet>, FetchError> {
+    /// The JWKS at `jwks_uri`, from the cache when fetched less than [`JWKS_TTL`] ago. Errors as
+    /// in [`verify`](Self::verify): `JWKSUnavailable` (transient) or `EndpointNotAllowed`.
+    pub async fn jwks(&self, jwks_uri: &str) -> Result<JwkSet, FetchError> {
         self.jwks_cached(jwks_uri, |_| true).await
     }
 
     /// Like [`jwks`](Self::jwks), but a cached set that lacks `kid` is refetched unless a
-    /// refetch for a missing `kid` happened less than [`JWKS_MIN_REFETCH`] ago (a cached 404
-    /// is refetched once it is that old).
-    async fn jwks_for_kid(
-        &self,
-        jwks_uri: &str,
-        kid: Option<&str>,
-    ) -> Result<Option<JwkSet>, FetchError> {
-        self.jwks_cached(jwks_uri, |keys| match (keys, kid) {
-            (Some(set), Some(kid)) => set.find(kid).is_some(),
-            (Some(_), None) => true,
-            (None, _) => false,
+    /// refetch for a missing `kid` happened less than [`JWKS_MIN_REFETCH`] ago.
+    async fn jwks_for_kid(&self, jwks_uri: &str, kid: Option<&str>) -> Result<JwkSet, FetchError> {
+        self.jwks_cached(jwks_uri, |set| match kid {
+            Some(kid) => set.find(kid).is_some(),
+            None => true,
         })
         .await
+    }
+
+    /// The slot of `jwks_uri` in the bounded JWKS cache.
+    fn jwks_slot(&self, jwks_uri: &str) -> JwksSlot {
+        let now = Instant::now();
+        let mut cache = self.inner.jwks.lock().unwrap();
+        if let Some(slot) = cache.get(jwks_uri, now) {
+            return slot;
+        }
+        let slot = JwksSlot::default();
+        cache.insert(jwks_uri, slot.clone(), now);
+        slot
     }
 
     async fn jwks_cached(
         &self,
         jwks_uri: &str,
-        satisfies: impl Fn(Option<&JwkSet>) -> bool,
-    ) -> Result<Option<JwkSet>, FetchError> {
-        let slot = self
-            .inner
-            .jwks
-            .lock()
-            .unwrap()
-            .entry(jwks_uri.to_owned())
-            .or_default()
-            .clone();
+        satisfies: impl Fn(&JwkSet) -> bool,
+    ) -> Result<JwkSet, FetchError> {
+        let slot = self.jwks_slot(jwks_uri);
         let mut entry = slot.lock().await;
         let mut miss_refetch = false;
         if let Some(cached) = &*entry
             && cached.fetched.elapsed() < JWKS_TTL
         {
-            if satisfies(cached.keys.as_ref()) {
+            if satisfies(&cached.keys) {
                 return Ok(cached.keys.clone());
             }
-            // A kid is missing (or no JWKS was served): refetch, but at most once a minute.
-            let last = match cached.keys {
-                Some(_) => cached.miss_refetched,
-                None => Some(cached.fetched),
-            };
-            if last.is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH) {
+            // A kid is missing: refetch, but at most once a minute.
+            if cached
+                .miss_refetched
+                .is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH)
+            {
                 tracing::debug!(jwks_uri = %display_url(jwks_uri), "key not in the JWKS, which was refetched less than a minute ago");
                 return Ok(cached.keys.clone());
             }
@@ -427,50 +492,53 @@ impl IdaasClient {
         Ok(keys)
     }
 
-    async fn fetch_jwks(&self, jwks_uri: &str) -> Result<Option<JwkSet>, FetchError> {
+    async fn fetch_jwks(&self, jwks_uri: &str) -> Result<JwkSet, FetchError> {
         let url = display_url(jwks_uri);
-        let answer = self.get(jwks_uri).await?;
+        let answer = match self.get(Target::Endpoint, jwks_uri).await {
+            Ok(a) => a,
+            Err(e) if e.reason == ENDPOINT_NOT_ALLOWED => return Err(e),
+            Err(e) => return Err(jwks_unavailable(e.message)),
+        };
         tracing::debug!(%url, status = answer.status.as_u16(), "JWKS fetched");
-        if answer.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
         if !answer.status.is_success() {
-            let mut e = http_error(
+            let e = http_error(
                 "GET",
                 jwks_uri,
                 answer.status,
                 &answer.headers,
                 &answer.body,
             );
-            e.class = ErrorClass::Transient;
-            return Err(e);
+            return Err(FetchError {
+                request_id: e.request_id.clone(),
+                ..jwks_unavailable(e.message)
+            });
         }
-        parse_jwks(&answer.body)
-            .map(Some)
-            .ok_or_else(|| FetchError {
-                class: ErrorClass::Transient,
-                reason: "bad_response".to_owned(),
-                message: format!(
-                    "GET {url}: the answer is not a JWKS (a JSON object with \"keys\")"
-                ),
-                request_id: header_request_id(&answer.headers),
-                retry_after: None,
-            })
+        parse_jwks(&answer.body).ok_or_else(|| FetchError {
+            request_id: header_request_id(&answer.headers),
+            ..jwks_unavailable(format!(
+                "GET {url}: the answer is not a JWKS (a JSON object with \"keys\")"
+            ))
+        })
     }
 
-    async fn get(&self, url: &str) -> Result<Answer, FetchError> {
+    async fn get(&self, target: Target, url: &str) -> Result<Answer, FetchError> {
         let builder = self.inner.http.get(url).header(ACCEPT, "application/json");
-        self.send("GET", url, builder).await
+        self.send("GET", target, url, builder).await
     }
-
     /// Sends a request and reads the (size-capped) body; transport errors become
     /// [`FetchError`]s.
+    ///
+    /// Nothing is sent unless `url` is on an allowed origin (`IssuerNotAllowed` or
+    /// `EndpointNotAllowed`, by `target`); redirects are never followed, so no other URL is
+    /// reached.
     async fn send(
         &self,
         method: &str,
+        target: Target,
         url: &str,
         builder: reqwest::RequestBuilder,
     ) -> Result<Answer, FetchError> {
+        self.allow(target, url)?;
         let transport = |e: reqwest::Error| transport_error(method, url, &e, self.inner.timeout);
         let mut response = builder.send().await.map_err(transport)?;
         let status = response.status();
@@ -496,6 +564,19 @@ struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
+}
+
+/// A transient `JWKSUnavailable` error: the signature cannot be checked.
+fn jwks_unavailable(what: String) -> FetchError {
+    FetchError {
+        class: ErrorClass::Transient,
+        reason: JWKS_UNAVAILABLE.to_owned(),
+        message: format!(
+            "the JWKS is unavailable, so the token's signature cannot be checked: {what}"
+        ),
+        request_id: None,
+        retry_after: None,
+    }
 }
 
 /// `Authorization: Basic` per RFC 6749 §2.3.1: id and secret form-urlencoded before base64.
@@ -953,6 +1034,27 @@ mod tests {
             );
             assert!(!e.message.contains("AAAA"));
         }
+    }
+
+    #[test]
+    fn many_issuers_keep_the_caches_at_their_cap() {
+        let client = IdaasClient::new(&HttpConfig::default()).unwrap();
+        let endpoints = Endpoints {
+            token_endpoint: "https://i.aliyunidaas.com/token".to_owned(),
+            jwks_uri: None,
+        };
+        for i in 0..MAX_CACHED_ISSUERS + 100 {
+            let issuer = format!("https://i{i}.aliyunidaas.com");
+            let mut cache = client.inner.discovery.lock().unwrap();
+            cache.insert(&issuer, endpoints.clone(), Instant::now());
+            drop(cache);
+            client.jwks_slot(&format!("{issuer}/jwks"));
+        }
+        assert_eq!(
+            client.inner.discovery.lock().unwrap().len(),
+            MAX_CACHED_ISSUERS
+        );
+        assert_eq!(client.inner.jwks.lock().unwrap().len(), MAX_CACHED_ISSUERS);
     }
 
     #[test]

@@ -4,6 +4,19 @@ use std::time::Duration;
 
 use crate::ram::code;
 
+/// Reasons of [`FetchError`]s the client makes itself (besides `timeout`, `connect`, `network`,
+/// `http_<status>`, `bad_response`, ...).
+pub mod reason {
+    /// `spec.issuer` (its discovery document) is not an allowed origin: no request was sent.
+    pub const ISSUER_NOT_ALLOWED: &str = "IssuerNotAllowed";
+    /// A token endpoint or JWKS URI (configured or discovered) is not an allowed origin: no
+    /// request was sent there.
+    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    /// The JWKS is missing (404) or cannot be fetched or read: the signature cannot be checked,
+    /// so the token is not used.
+    pub const JWKS_UNAVAILABLE: &str = "JWKSUnavailable";
+}
+
 /// Whether retrying soon can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {

@@ -4,10 +4,13 @@
 //! - [`client`]: the HTTP client (discovery, token endpoint, JWKS cache).
 //! - [`jwt`]: pure token checks (claims and signature), named by RAM's error codes.
 //! - [`error`]: typed errors that say permanent or transient.
+//! - [`allow`]: the origins requests may go to (`--allowed-issuers`), checked before every request.
 //!
 //! No token, client secret or private key is ever formatted into an error or a log line: they are
 //! held in [`secrecy::SecretString`], whose `Debug` prints `[REDACTED]`.
 
+pub mod allow;
+mod cache;
 pub mod client;
 pub mod error;
 pub mod jwt;
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use allow::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, OriginPattern};
 pub use client::IdaasClient;
 pub use error::{CheckError, ErrorClass, FetchError, RefreshError};
 pub use jwt::TokenClaims;
@@ -82,6 +86,8 @@ pub struct HttpConfig {
     pub timeout: Duration,
     /// Extra PEM CA certificates, trusted on top of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Where requests may go; checked before each one. Default: [`DEFAULT_ALLOWED_ISSUERS`].
+    pub allowed: AllowedOrigins,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +96,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             ca_file: None,
+            allowed: AllowedOrigins::default(),
         }
     }
 }

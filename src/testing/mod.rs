@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::controller::reconcile::Context;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
-use crate::idaas::IdaasClient;
+use crate::idaas::{AllowedOrigins, HttpConfig, IdaasClient};
 use crate::metrics::Metrics;
 
 /// Makes aws-lc-rs the process's rustls provider (once; later calls do nothing).
@@ -50,6 +50,15 @@ pub async fn emulator(
     })
     .await
     .unwrap()
+}
+
+/// The IDaaS client's default settings, allowing requests to `emu`'s origin only (plain http on
+/// 127.0.0.1, given literally), as `--allowed-issuers http://127.0.0.1:PORT` would.
+pub fn http_config(emu: &IdaasEmulator) -> HttpConfig {
+    HttpConfig {
+        allowed: AllowedOrigins::parse(&emu.origin()).expect("a loopback origin"),
+        ..HttpConfig::default()
+    }
 }
 
 /// A Kubernetes client whose every request `answer` answers, from the method, the path and the

@@ -23,7 +23,6 @@ use futures::FutureExt;
 use futures::future::Shared;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -76,12 +75,11 @@ pub async fn run_controllers(
         namespaces.iter().cloned().map(Some).collect()
     };
     let controllers = scopes.into_iter().map(|ns| {
-        let (tokens, secrets): (Api<M2MToken>, Api<Secret>) = match &ns {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
+        // M2MTokens only: Secrets are read by name, never listed or watched, so a changed or
+        // deleted token Secret is noticed on the next reconcile (at most --recheck-interval).
+        let tokens: Api<M2MToken> = match &ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
         };
         let ctx = ctx.clone();
         let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
@@ -106,10 +104,6 @@ pub async fn run_controllers(
             }
         });
         controller
-            .owns(
-                secrets,
-                watcher::Config::default().labels(&secret::managed_selector()),
-            )
             .graceful_shutdown_on(stop.clone())
             .run(reconcile, error_policy, ctx)
             .for_each(|result| async move {

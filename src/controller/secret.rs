@@ -29,11 +29,6 @@ pub const GENERATION: &str = "idaas-projector.io/generation";
 /// The credentials Secret's `resourceVersion` the token was fetched with.
 pub const CREDENTIALS_VERSION: &str = "idaas-projector.io/credentials-version";
 
-/// The label selector of managed Secrets (the controller watches only these).
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGER}")
-}
-
 /// What the projector needs to know about the token a Secret holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredToken {

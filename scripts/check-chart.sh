@@ -2,10 +2,13 @@
 # Checks of the Helm chart, the raw manifests and the Dockerfile (called by scripts/test.sh):
 #
 #   - helm lint --strict;
-#   - helm template for the defaults, each certificate mode (self, cert-manager, files), the
-#     objectSelector mode, namespaced RBAC, every optional resource, and --kube-version 1.27, 1.30
-#     and 1.33; each rendering is checked for what that case must contain (for example: 1.27
-#     selects pods with an objectSelector, never matchConditions);
+#   - helm template for the defaults (a webhook and a projector Deployment, two ServiceAccounts),
+#     `combined: true` (one Deployment running serve), each certificate mode (self, cert-manager,
+#     files), the objectSelector mode, namespaced RBAC (split and combined), every optional
+#     resource, and --kube-version 1.27, 1.30 and 1.33; each rendering is checked for what that
+#     case must contain (for example: 1.27 selects pods with an objectSelector, never
+#     matchConditions; each ServiceAccount's effective permissions are exactly the README's);
+#   - no rendering, and not manifests/install.yaml, grants list or watch (or *) on Secrets;
 #   - every rendering, and manifests/examples, pass `kubernetes-validate --strict` against the
 #     rendering's Kubernetes version. Kinds with no schema in kubernetes-validate are taken out
 #     first, by apiVersion group: idaas-projector.io (M2MToken; its example is validated against
@@ -116,7 +119,7 @@ check "helm lint --strict" "$HELM" lint --strict "$CHART"
 check "helm lint --strict (cert-manager mode, namespaced RBAC)" "$HELM" lint --strict "$CHART" \
   --set certificates.mode=cert-manager --set 'rbac.namespaces={shop,billing}'
 
-check "render: defaults" render defaults 1.33.0
+check "render: defaults (webhook and projector Deployments)" render defaults 1.33.0
 check "render: kube 1.27" render kube-1.27 1.27.0
 check "render: kube 1.30" render kube-1.30 1.30.0
 check "render: kube 1.33" render kube-1.33 1.33.0
@@ -128,13 +131,20 @@ check "render: files mode" render files 1.33.0 --set certificates.mode=files \
   --set certificates.secretName=my-webhook-tls --set "certificates.caBundle=$CA_B64"
 check "render: objectSelector mode" render object-selector 1.33.0 --set webhook.objectSelectorMode=true
 check "render: namespaced RBAC" render namespaced-rbac 1.33.0 --set 'rbac.namespaces={shop,billing}'
+check "render: combined" render combined 1.33.0 --set combined=true
+check "render: combined, namespaced RBAC" render combined-namespaced 1.30.0 --set combined=true \
+  --set 'rbac.namespaces={shop,billing}' --set networkPolicy.enabled=true --set metrics.serviceMonitor.enabled=true
+check "render: combined, files mode" render combined-files 1.33.0 --set combined=true --set certificates.mode=files \
+  --set certificates.secretName=my-webhook-tls --set "certificates.caBundle=$CA_B64"
+check "render: combined, cert-manager mode" render combined-cert-manager 1.33.0 --set combined=true \
+  --set certificates.mode=cert-manager
 check "render: every optional resource" render all-options 1.30.0 \
   --set metrics.serviceMonitor.enabled=true --set networkPolicy.enabled=true \
   --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring' \
   --set 'networkPolicy.apiServer.cidrs={10.0.0.1/32}' \
   --set projector.caConfigMap.name=corp-ca --set priorityClassName=system-cluster-critical \
   --set webhook.defaultOidcProviderArn=acs:ram::1234567890123456:oidc-provider/idaas \
-  --set webhook.defaultStsRegion=cn-hangzhou --set replicaCount=3
+  --set webhook.defaultStsRegion=cn-hangzhou --set webhook.replicaCount=3
 
 # Values the schema must refuse.
 refuse() { ! "$HELM" template x "$CHART" "$@" >/dev/null 2>&1; }
@@ -142,6 +152,9 @@ check "values.schema.json refuses an unknown value" refuse --set nosuchvalue=1
 check "values.schema.json refuses an unknown certificates.mode" refuse --set certificates.mode=vault
 check "files mode without secretName and caBundle fails" refuse --set certificates.mode=files
 check "values.schema.json refuses a malformed OIDC provider ARN" refuse --set webhook.defaultOidcProviderArn=arn:aws:iam::1:oidc
+check "values.schema.json refuses a plain-HTTP allowed issuer" refuse --set 'controller.allowedIssuers={http://idaas.example}'
+check "values.schema.json refuses an empty allowed-issuer list" refuse --set-json 'controller.allowedIssuers=[]'
+check "serviceAccount.create=false without names fails" refuse --set serviceAccount.create=false
 
 # ---------------------------------------------------------------------------------------------
 # What each rendering must contain
@@ -166,16 +179,33 @@ def one(kind):
         return {}
     return items[0]
 
+RELEASE_NS = "idaas-projector"
+combined = case.startswith("combined")
+namespaced = "namespaced" in case
+mode = "cert-manager" if "cert-manager" in case else "files" if "files" in case else "self"
+components = ["combined"] if combined else ["webhook", "projector"]
+web = "combined" if combined else "webhook"
+proj = "combined" if combined else "projector"
+component_of = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
 mwc = one("MutatingWebhookConfiguration")
 hook = (mwc.get("webhooks") or [{}])[0]
-dep = one("Deployment")
-pod = dep.get("spec", {}).get("template", {}).get("spec", {})
-ctr = (pod.get("containers") or [{}])[0]
-args = ctr.get("args", [])
-env = {e["name"]: e for e in ctr.get("env", [])}
-mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts", [])}
-cluster_role = one("ClusterRole")
-roles = by_kind.get("Role", [])
+deps = {component_of(d): d for d in by_kind.get("Deployment", [])}
+expect(sorted(deps) == sorted(components), f"Deployments {sorted(deps)} expected {sorted(components)}")
+def pod_of(c):
+    return deps.get(c, {}).get("spec", {}).get("template", {}).get("spec", {})
+def ctr_of(c):
+    return (pod_of(c).get("containers") or [{}])[0]
+def args_of(c):
+    return ctr_of(c).get("args", [])
+def env_of(c):
+    return {e["name"]: e for e in ctr_of(c).get("env", [])}
+def mounts_of(c):
+    return {m["mountPath"]: m for m in ctr_of(c).get("volumeMounts", [])}
+def selector_of(c):
+    return deps.get(c, {}).get("spec", {}).get("selector", {}).get("matchLabels", {})
+def field_ref(c, name):
+    return env_of(c).get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
 
 # Always.
 expect(one("CustomResourceDefinition").get("metadata", {}).get("name") == "m2mtokens.idaas-projector.io", "the CRD is missing")
@@ -188,32 +218,58 @@ expect(hook.get("clientConfig", {}).get("service", {}).get("path") == "/mutate",
 expect(hook.get("rules") == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}], "rules must be pods CREATE")
 ns_expr = hook.get("namespaceSelector", {}).get("matchExpressions", [])
 expect(any(e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"
-           and {"kube-system", "idaas-projector"} <= set(e["values"]) for e in ns_expr),
+           and {"kube-system", RELEASE_NS} <= set(e["values"]) for e in ns_expr),
        "namespaceSelector must leave out kube-system and the release namespace")
-expect(args[:1] == ["serve"], "the container must run serve")
-expect(env.get("IDAAS_PROJECTOR_IDENTITY", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", "IDAAS_PROJECTOR_IDENTITY must come from the pod name")
-expect(env.get("IDAAS_PROJECTOR_LEASE_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace", "IDAAS_PROJECTOR_LEASE_NAMESPACE must come from the pod namespace")
-sc, psc = ctr.get("securityContext", {}), pod.get("securityContext", {})
-expect(psc.get("runAsNonRoot") and psc.get("runAsUser") == 65532 and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "pod securityContext is not restricted")
-expect(sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True and sc.get("capabilities", {}).get("drop") == ["ALL"], "container securityContext is not restricted")
-expect(ctr.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "liveness probe must be /healthz")
-expect(ctr.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "readiness probe must be /readyz")
-expect(any(c.get("topologyKey") == "kubernetes.io/hostname" for c in pod.get("topologySpreadConstraints", [])), "replicas must spread by hostname")
-pdb = by_kind.get("PodDisruptionBudget", [])
-expect(len(pdb) == 1 and pdb[0]["spec"].get("minAvailable") == 1, "a PodDisruptionBudget with minAvailable 1 is expected")
-svc = one("Service")
-expect({(p["port"], p["targetPort"]) for p in svc.get("spec", {}).get("ports", [])} == {(443, "webhook"), (8080, "admin")}, "Service ports must be 443->webhook and 8080->admin")
-expect([p["containerPort"] for p in ctr.get("ports", [])] == [9443, 8080], "container ports must be 9443 and 8080")
+command = {"combined": "serve", "webhook": "webhook", "projector": "controller"}
+pdbs = {component_of(d): d for d in by_kind.get("PodDisruptionBudget", [])}
+for c in components:
+    pod, ctr = pod_of(c), ctr_of(c)
+    expect(args_of(c)[:1] == [command[c]], f"{c}: the container must run {command[c]}")
+    sc, psc = ctr.get("securityContext", {}), pod.get("securityContext", {})
+    expect(psc.get("runAsNonRoot") and psc.get("runAsUser") == 65532 and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{c}: pod securityContext is not restricted")
+    expect(sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True and sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c}: container securityContext is not restricted")
+    expect(ctr.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{c}: liveness probe must be /healthz")
+    expect(ctr.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{c}: readiness probe must be /readyz")
+    spread = [t for t in pod.get("topologySpreadConstraints", []) if t.get("topologyKey") == "kubernetes.io/hostname"]
+    expect(spread and spread[0].get("labelSelector", {}).get("matchLabels") == selector_of(c), f"{c}: replicas must spread by hostname, selected like the Deployment")
+    pdb = pdbs.get(c, {}).get("spec", {})
+    expect(pdb.get("minAvailable") == 1 and pdb.get("selector", {}).get("matchLabels") == selector_of(c), f"{c}: a PodDisruptionBudget of its own with minAvailable 1 expected")
+    expect(deps[c]["spec"].get("replicas", 0) >= 2 if c in deps else False, f"{c}: at least two replicas expected")
+    labels = deps.get(c, {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    expect(all(labels.get(k) == v for k, v in selector_of(c).items()), f"{c}: the pod labels must match the selector")
+expect(len(pdbs) == len(components), f"one PodDisruptionBudget per Deployment expected, found {len(pdbs)}")
+ports = lambda c: [p["containerPort"] for p in ctr_of(c).get("ports", [])]
+expect(ports(web) == [9443, 8080], f"{web}: container ports must be 9443 and 8080")
+if not combined:
+    expect(ports("projector") == [8080], "projector: only the admin port 8080")
+    expect(not any(a.startswith(("--listen=", "--certificate-", "--tls-", "--init-image=")) for a in args_of("projector")), "projector: no webhook flags")
+    expect(not any(a.startswith(("--lease-", "--allowed-issuers=", "--recheck-interval=", "--namespace=")) for a in args_of("webhook")), "webhook: no projector flags")
+    expect("IDAAS_PROJECTOR_IDENTITY" not in env_of("webhook"), "webhook: no Lease identity")
+expect(field_ref(proj, "IDAAS_PROJECTOR_IDENTITY") == "metadata.name", "IDAAS_PROJECTOR_IDENTITY must come from the pod name")
+expect(field_ref(proj, "IDAAS_PROJECTOR_LEASE_NAMESPACE") == "metadata.namespace", "IDAAS_PROJECTOR_LEASE_NAMESPACE must come from the pod namespace")
+expect(f"--lease-name=idaas-projector" in args_of(proj), "--lease-name=idaas-projector expected")
+expect("--allowed-issuers=https://*.aliyunidaas.com" in args_of(proj), "--allowed-issuers=https://*.aliyunidaas.com expected")
+for flag in ("--header-read-timeout=10s", "--body-read-timeout=10s", "--idle-timeout=90s", "--http2-keepalive-interval=30s",
+             "--http2-max-streams=64", "--max-connections=1000", "--max-bodies-in-flight=16"):
+    expect(flag in args_of(web), f"{web}: {flag} expected")
+
+# Services: the webhook's selects only the webhook pods; the projector's serves only metrics.
+services = {s["metadata"]["name"]: s["spec"] for s in by_kind.get("Service", [])}
+svc = services.get("idaas-projector", {})
+expect(svc.get("selector") == selector_of(web), "the webhook Service must select exactly the webhook pods")
+expect({(p["port"], p["targetPort"]) for p in svc.get("ports", [])} == {(443, "webhook"), (8080, "admin")}, "webhook Service ports must be 443->webhook and 8080->admin")
+if combined:
+    expect(set(services) == {"idaas-projector"}, "combined: one Service")
+else:
+    metrics_svc = services.get("idaas-projector-projector", {})
+    expect(metrics_svc.get("selector") == selector_of("projector"), "the projector's metrics Service must select the projector pods")
+    expect([(p["name"], p["targetPort"]) for p in metrics_svc.get("ports", [])] == [("metrics", "admin")], "the projector's Service: only the metrics port")
 for d in docs:
     if d["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
         expect(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
-for r in [cluster_role] + roles:
-    for rule in r.get("rules", []):
-        expect("*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), f"wildcard in {r['metadata']['name']}")
 
 # Pod selection: matchConditions from 1.28, objectSelector before or when asked for.
-object_selector = case in ("kube-1.27", "object-selector")
-if object_selector:
+if case in ("kube-1.27", "object-selector"):
     expect(hook.get("objectSelector") == {"matchLabels": {"idaas-projector.io/inject": "true"}}, "objectSelector on idaas-projector.io/inject=true expected")
     expect("matchConditions" not in hook, "no matchConditions expected")
 else:
@@ -223,67 +279,124 @@ else:
         "matchConditions on the m2m-token annotation expected")
 
 # Certificates.
-mode = "cert-manager" if case.startswith("cert-manager") else "files" if case == "files" else "self"
 cfg = hook.get("clientConfig", {})
 annotations = mwc.get("metadata", {}).get("annotations") or {}
-def rule_for(role, resource):
-    return [r for r in role.get("rules", []) if resource in r.get("resources", [])]
+args, mounts = args_of(web), mounts_of(web)
 if mode == "self":
-    expect("caBundle" not in cfg, "self mode: the template must not carry caBundle (the projector owns it)")
+    expect("caBundle" not in cfg, "self mode: the template must not carry caBundle (the webhook owns it)")
     expect("--certificate-mode=self" in args, "self mode: --certificate-mode=self expected")
     for flag in ("--certificate-secret=idaas-projector-webhook-tls", "--service-name=idaas-projector", "--webhook-configuration=idaas-projector"):
         expect(flag in args, f"self mode: {flag} expected")
-    expect(env.get("IDAAS_PROJECTOR_CERTIFICATE_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace", "self mode: certificate namespace from the pod namespace")
+    expect(field_ref(web, "IDAAS_PROJECTOR_CERTIFICATE_NAMESPACE") == "metadata.namespace", "self mode: certificate namespace from the pod namespace")
     expect("/etc/idaas-projector/tls" not in mounts, "self mode: no certificate volume")
-    expect(any(r.get("resourceNames") == ["idaas-projector"] and set(r["verbs"]) == {"get", "patch"} for r in rule_for(cluster_role, "mutatingwebhookconfigurations")), "self mode: get/patch on the own MutatingWebhookConfiguration only")
-    release_role = [r for r in roles if r["metadata"]["namespace"] == "idaas-projector" and r["metadata"]["name"] == "idaas-projector"]
-    expect(release_role and any(r.get("resourceNames") == ["idaas-projector-webhook-tls"] for r in rule_for(release_role[0], "secrets")), "self mode: a Role on the certificate Secret by name")
 else:
     expect("--certificate-mode=files" in args and "--tls-cert-file=/etc/idaas-projector/tls/tls.crt" in args, f"{mode} mode: files from /etc/idaas-projector/tls expected")
     expect(mounts.get("/etc/idaas-projector/tls", {}).get("readOnly") is True, f"{mode} mode: the certificate Secret must be mounted read-only")
-    expect(not rule_for(cluster_role, "mutatingwebhookconfigurations"), f"{mode} mode: no permission on webhook configurations")
+if not combined:
+    expect(not pod_of("projector").get("volumes") or all("secret" not in v for v in pod_of("projector")["volumes"]), "projector: no Secret volume")
 if mode == "cert-manager":
     expect(annotations.get("cert-manager.io/inject-ca-from") == "idaas-projector/idaas-projector-webhook-tls", "cert-manager mode: inject-ca-from annotation expected")
     expect("caBundle" not in cfg, "cert-manager mode: the template must not carry caBundle")
     certs = {c["metadata"]["name"]: c for c in by_kind.get("Certificate", [])}
     serving = certs.get("idaas-projector-webhook-tls", {}).get("spec", {})
     expect(set(serving.get("dnsNames", [])) == {"idaas-projector", "idaas-projector.idaas-projector", "idaas-projector.idaas-projector.svc", "idaas-projector.idaas-projector.svc.cluster.local"}, "cert-manager mode: serving certificate names the Service")
-    if case == "cert-manager":
+    if not case.endswith("-issuer"):
         expect(set(certs) == {"idaas-projector-ca", "idaas-projector-webhook-tls"} and len(by_kind.get("Issuer", [])) == 2, "cert-manager mode: self-signed Issuer, CA Certificate, CA Issuer, serving Certificate")
     else:
         expect(set(certs) == {"idaas-projector-webhook-tls"} and not by_kind.get("Issuer") and serving.get("issuerRef", {}).get("kind") == "ClusterIssuer", "cert-manager with issuerRef: only the serving Certificate, from the ClusterIssuer")
 if mode == "files":
     expect(base64.b64decode(cfg.get("caBundle", "")).startswith(b"-----BEGIN CERTIFICATE-----"), "files mode: caBundle from certificates.caBundle")
-    expect(any(v.get("secret", {}).get("secretName") == "my-webhook-tls" for v in pod.get("volumes", [])), "files mode: the user's Secret is mounted")
+    expect(any(v.get("secret", {}).get("secretName") == "my-webhook-tls" for v in pod_of(web).get("volumes", [])), "files mode: the user's Secret is mounted")
 
-# RBAC.
-secrets_cluster = rule_for(cluster_role, "secrets")
-if case == "namespaced-rbac":
-    expect("--namespace=shop,billing" in args, "--namespace=shop,billing expected")
-    expect(not secrets_cluster and not rule_for(cluster_role, "m2mtokens/status") and not rule_for(cluster_role, "events"), "namespaced RBAC: no cluster-wide Secret, status or event rules")
-    for ns in ("shop", "billing"):
-        r = [x for x in roles if x["metadata"]["namespace"] == ns]
-        b = [x for x in by_kind.get("RoleBinding", []) if x["metadata"]["namespace"] == ns]
-        expect(len(r) == 1 and rule_for(r[0], "secrets") and rule_for(r[0], "m2mtokens/status") and rule_for(r[0], "events"), f"a Role with the projector's rules in {ns} expected")
-        expect(len(b) == 1 and b[0]["subjects"][0]["namespace"] == "idaas-projector", f"a RoleBinding in {ns} expected")
+# RBAC: each ServiceAccount's effective permissions, exactly. A grant is
+# (scope, apiGroup, resource, verb, resourceName): scope "cluster" or a namespace.
+roles = {(r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]): r for r in by_kind.get("ClusterRole", []) + by_kind.get("Role", [])}
+def grants(sa):
+    out = set()
+    for b in by_kind.get("ClusterRoleBinding", []) + by_kind.get("RoleBinding", []):
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == RELEASE_NS for s in b.get("subjects", [])):
+            continue
+        ns = b["metadata"].get("namespace")
+        ref = b["roleRef"]
+        role = roles.get((ref["kind"], None if ref["kind"] == "ClusterRole" else ns, ref["name"]))
+        expect(role is not None, f"{b['kind']}/{b['metadata']['name']} binds a role that is not rendered")
+        scope = "cluster" if b["kind"] == "ClusterRoleBinding" else ns
+        for rule in (role or {}).get("rules", []):
+            for g in rule.get("apiGroups", []):
+                for res in rule.get("resources", []):
+                    for v in rule.get("verbs", []):
+                        for n in rule.get("resourceNames") or [""]:
+                            out.add((scope, g, res, v, n))
+    return out
+def expand(scope, group, resource, verbs, name=""):
+    return {(scope, group, resource, v, name) for v in verbs}
+webhook_want = expand("cluster", "idaas-projector.io", "m2mtokens", ["get", "list", "watch"])
+if mode == "self":
+    webhook_want |= expand("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], "idaas-projector")
+    webhook_want |= expand(RELEASE_NS, "", "secrets", ["create"])
+    webhook_want |= expand(RELEASE_NS, "", "secrets", ["get", "update"], "idaas-projector-webhook-tls")
+projector_want = set()
+for scope in (["shop", "billing"] if namespaced else ["cluster"]):
+    projector_want |= expand(scope, "idaas-projector.io", "m2mtokens", ["get", "list", "watch"])
+    projector_want |= expand(scope, "idaas-projector.io", "m2mtokens/status", ["patch"])
+    projector_want |= expand(scope, "", "secrets", ["get", "create", "patch", "update"])
+    projector_want |= expand(scope, "events.k8s.io", "events", ["create", "patch"])
+projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["create"])
+projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["get", "patch"], "idaas-projector")
+sa_of = {c: pod_of(c).get("serviceAccountName") for c in components}
+accounts = {s["metadata"]["name"] for s in by_kind.get("ServiceAccount", [])}
+expect(set(sa_of.values()) == accounts and len(accounts) == len(components), f"one ServiceAccount per Deployment expected: {sa_of}, {sorted(accounts)}")
+def same(got, want, who):
+    for g in sorted(got - want):
+        errors.append(f"{who}: unexpected grant {g}")
+    for g in sorted(want - got):
+        errors.append(f"{who}: missing grant {g}")
+if combined:
+    same(grants(sa_of["combined"]), webhook_want | projector_want, "combined ServiceAccount")
 else:
-    expect(not any(a.startswith("--namespace=") for a in args), "no --namespace expected")
-    expect(secrets_cluster and set(secrets_cluster[0]["verbs"]) == {"get", "list", "watch", "create", "patch"}, "cluster-wide secrets get/list/watch/create/patch expected")
-expect(any(set(r["verbs"]) == {"get", "list", "watch"} for r in rule_for(cluster_role, "m2mtokens")), "cluster-wide m2mtokens get/list/watch (webhook cache) expected")
-lease_rules = [r for role in roles if role["metadata"]["namespace"] == "idaas-projector" for r in rule_for(role, "leases")]
-expect(any(r.get("resourceNames") == ["idaas-projector"] for r in lease_rules), "a Lease rule by name in the release namespace expected")
+    same(grants(sa_of["webhook"]), webhook_want, "webhook ServiceAccount")
+    same(grants(sa_of["projector"]), projector_want, "projector ServiceAccount")
+if namespaced:
+    expect("--namespace=shop,billing" in args_of(proj), "--namespace=shop,billing expected")
+    expect(not any("secrets" in r.get("resources", []) for r in by_kind.get("ClusterRole", [])), "namespaced RBAC: no ClusterRole may grant anything on Secrets")
+else:
+    expect(not any(a.startswith("--namespace=") for a in args_of(proj)), "no --namespace expected")
+for r in by_kind.get("ClusterRole", []) + by_kind.get("Role", []):
+    expect("aggregationRule" not in r, f"aggregationRule in {r['metadata']['name']}")
+    for rule in r.get("rules", []):
+        expect("*" not in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", []), f"wildcard in {r['metadata']['name']}")
 
 # Optional resources.
 if case == "all-options":
-    expect(len(by_kind.get("ServiceMonitor", [])) == 1 and len(by_kind.get("NetworkPolicy", [])) == 1, "ServiceMonitor and NetworkPolicy expected")
-    np = by_kind.get("NetworkPolicy", [{}])[0].get("spec", {})
-    expect(any(p.get("port") == "webhook" and "from" not in rule for rule in np.get("ingress", []) for p in rule.get("ports", [])), "NetworkPolicy: webhook open to all")
-    expect(pod.get("priorityClassName") == "system-cluster-critical", "priorityClassName expected")
-    expect("--ca-file=/etc/idaas-projector/ca/ca.crt" in args and "/etc/idaas-projector/ca" in mounts, "--ca-file from the ConfigMap expected")
-    expect("--default-sts-region=cn-hangzhou" in args, "--default-sts-region expected")
+    expect(len(by_kind.get("ServiceMonitor", [])) == 1, "a ServiceMonitor expected")
+    sm = by_kind.get("ServiceMonitor", [{}])[0].get("spec", {})
+    scraped = [n for n, s in services.items() if all(s.get("selector", {}).get(k) is not None for k in sm.get("selector", {}).get("matchLabels", {}))]
+    expect(sorted(scraped) == ["idaas-projector", "idaas-projector-projector"], f"the ServiceMonitor must select both Services, selects {scraped}")
+    nps = {component_of(n): n["spec"] for n in by_kind.get("NetworkPolicy", [])}
+    expect(sorted(nps) == ["projector", "webhook"], "a NetworkPolicy per Deployment expected")
+    for c, np in nps.items():
+        expect(np.get("podSelector", {}).get("matchLabels") == selector_of(c), f"{c}: NetworkPolicy selects its own pods")
+    ingress_ports = lambda c: {p.get("port") for rule in nps.get(c, {}).get("ingress", []) for p in rule.get("ports", [])}
+    egress_ports = lambda c: {p.get("port") for rule in nps.get(c, {}).get("egress", []) for p in rule.get("ports", [])}
+    expect(any(p.get("port") == "webhook" and "from" not in rule for rule in nps.get("webhook", {}).get("ingress", []) for p in rule.get("ports", [])), "NetworkPolicy: webhook port open to all on the webhook pods")
+    expect(ingress_ports("projector") == {"admin"}, "NetworkPolicy: only the admin port on the projector pods")
+    expect(443 in egress_ports("projector") and 6443 in egress_ports("projector"), "NetworkPolicy: projector egress to IDaaS and the API server")
+    expect(egress_ports("webhook") == {53, 443, 6443}, "NetworkPolicy: webhook egress to DNS and the API server only")
+    expect(all(pod_of(c).get("priorityClassName") == "system-cluster-critical" for c in components), "priorityClassName expected")
+    expect("--ca-file=/etc/idaas-projector/ca/ca.crt" in args_of(proj) and "/etc/idaas-projector/ca" in mounts_of(proj), "--ca-file from the ConfigMap expected")
+    expect("/etc/idaas-projector/ca" not in mounts_of("webhook"), "webhook: no CA ConfigMap")
+    expect("--default-sts-region=cn-hangzhou" in args_of(web), "--default-sts-region expected")
+    expect(deps["webhook"]["spec"]["replicas"] == 3 and deps["projector"]["spec"]["replicas"] == 2, "webhook.replicaCount=3 expected")
+elif case == "combined-namespaced":
+    nps = by_kind.get("NetworkPolicy", [])
+    expect(len(nps) == 1 and nps[0]["spec"].get("podSelector", {}).get("matchLabels") == selector_of("combined"), "combined: one NetworkPolicy for the one Deployment")
+    rules = nps[0]["spec"] if nps else {}
+    expect({p.get("port") for r in rules.get("ingress", []) for p in r.get("ports", [])} == {"webhook"}, "combined NetworkPolicy: the webhook port only (no metricsFrom)")
+    expect({p.get("port") for r in rules.get("egress", []) for p in r.get("ports", [])} == {53, 443, 6443}, "combined NetworkPolicy: DNS, API server, IDaaS")
+    expect(len(by_kind.get("ServiceMonitor", [])) == 1, "a ServiceMonitor expected")
 else:
     expect(not by_kind.get("ServiceMonitor") and not by_kind.get("NetworkPolicy"), "no ServiceMonitor or NetworkPolicy by default")
-    expect("priorityClassName" not in pod, "no priorityClassName by default")
+    expect(all("priorityClassName" not in pod_of(c) for c in components), "no priorityClassName by default")
 
 if errors:
     print("\n".join(errors))
@@ -291,11 +404,35 @@ if errors:
 print(f"{case}: {len(docs)} documents as expected")
 PYEOF
 
+# No rendering, and not manifests/install.yaml, may grant list or watch (or *) on Secrets: the
+# projector reads Secrets by name only, and list/watch would expose every Secret in scope.
+cat >"$WORK/secrets_rbac.py" <<'PYEOF'
+import sys, yaml
+bad = []
+for path in sys.argv[1:]:
+    for d in yaml.safe_load_all(open(path)):
+        if not d or d.get("kind") not in ("ClusterRole", "Role"):
+            continue
+        for rule in d.get("rules") or []:
+            groups, resources, verbs = rule.get("apiGroups", []), rule.get("resources", []), rule.get("verbs", [])
+            if ({"", "*"} & set(groups)) and ({"secrets", "*"} & set(resources)) and ({"list", "watch", "*"} & set(verbs)):
+                bad.append(f"{path}: {d['kind']}/{d['metadata']['name']} grants {sorted(set(verbs))} on {resources}")
+print("\n".join(bad) or f"{len(sys.argv) - 1} files: no list or watch on Secrets")
+sys.exit(1 if bad else 0)
+PYEOF
+
 for c in "${CASES[@]}"; do
   name="${c%%:*}"
   [ -s "$RENDER/$name.yaml" ] || continue
   check "contents: $name" "$PY" "$WORK/assert.py" "$name" "$RENDER/$name.yaml"
 done
+check "no rendering grants list or watch on Secrets" "$PY" "$WORK/secrets_rbac.py" "$RENDER"/*.yaml manifests/install.yaml
+# The check itself: a rendering that grants watch on Secrets must fail it.
+secrets_check_refuses() {
+  sed 's/verbs: \["get", "create", "patch", "update"\]/verbs: ["get", "watch"]/' "$RENDER/defaults.yaml" >"$WORK/watching.yaml"
+  grep -q '"watch"\]' "$WORK/watching.yaml" && ! "$PY" "$WORK/secrets_rbac.py" "$WORK/watching.yaml"
+}
+check "the Secrets check fails a rendering that watches Secrets" secrets_check_refuses
 
 # ---------------------------------------------------------------------------------------------
 # kubernetes-validate --strict
@@ -402,7 +539,7 @@ check "chart README documents every value" "$PY" "$WORK/values_doc.py" "$CHART/v
 
 crd_fresh() {
   cargo build --locked --quiet --bin idaas-projector || return 1
-  diff -u "$CHART/crds/m2mtokens.yaml" <(target/debug/idaas-projector crd) \
+  diff -u "$CHART/crds/m2mtokens.yaml" <("${CARGO_TARGET_DIR:-target}/debug/idaas-projector" crd) \
     || { echo "crds/m2mtokens.yaml is stale: target/debug/idaas-projector crd > $CHART/crds/m2mtokens.yaml"; return 1; }
 }
 check "crds/m2mtokens.yaml equals idaas-projector crd" crd_fresh

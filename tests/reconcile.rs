@@ -1,5 +1,6 @@
 //! Reconcile scenarios against kube's `tower_test` mock API (every request's method, path and
-//! body asserted, every answer scripted) and the in-process IDaaS emulator.
+//! body asserted, every answer scripted) and the in-process IDaaS emulator; and the running
+//! controller against the fake API, for what it never asks the API server for.
 
 mod common;
 
@@ -1027,4 +1028,79 @@ async fn refresh_metric_reasons_are_bounded() {
         "{text}"
     );
     assert!(!text.contains("custom_code_42"), "{text}");
+}
+
+/// The running controller lists and watches M2MTokens only: it reads Secrets by name and never
+/// lists or watches them (the chart grants no `list` or `watch` on Secrets), so a collection
+/// request on Secrets never reaches the API server.
+#[tokio::test]
+async fn the_controller_reads_secrets_by_name_and_never_lists_or_watches_them() {
+    install_provider();
+    let token = serde_json::to_value(m2mtoken(
+        "https://example.aliyunidaas.com/api/v2/iauths_system/oauth2",
+        "12h",
+    ))
+    .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(Method, String)>::new()));
+    let log = seen.clone();
+    let client = testing::fake_kube(move |method, path, sent| {
+        log.lock().unwrap().push((method.clone(), path.to_owned()));
+        match (method.clone(), path) {
+            (Method::GET, "/apis/idaas-projector.io/v1alpha1/m2mtokens") => (
+                StatusCode::OK,
+                json!({"apiVersion": "idaas-projector.io/v1alpha1", "kind": "M2MTokenList",
+                       "metadata": {"resourceVersion": "100"}, "items": [token.clone()]}),
+            ),
+            (Method::PATCH, STATUS_PATH) => (StatusCode::OK, token.clone()),
+            (Method::POST, EVENTS_PATH) => (StatusCode::CREATED, sent),
+            _ => (StatusCode::NOT_FOUND, testing::not_found()),
+        }
+    });
+    let ctx = Arc::new(reconcile_context(
+        client.clone(),
+        IdaasClient::new(&HttpConfig::default()).unwrap(),
+        4,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+        let _ = stop_rx.await;
+    }));
+    let run = tokio::spawn(idaas_projector::controller::run_controllers(
+        client,
+        ctx,
+        &[],
+        stop,
+    ));
+    // The credentials Secret is missing: the reconcile ends in a status patch.
+    for _ in 0..500 {
+        if patched_in(&seen.lock().unwrap()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops")
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(patched_in(&seen), "the M2MToken was reconciled: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|(m, p)| *m == Method::GET && p == CREDS_PATH),
+        "the credentials Secret is read by name: {seen:?}"
+    );
+    let collections: Vec<_> = seen
+        .iter()
+        .filter(|(_, p)| p.ends_with("/secrets"))
+        .collect();
+    assert!(
+        collections.is_empty(),
+        "no list or watch on Secrets: {collections:?}"
+    );
+}
+
+fn patched_in(seen: &[(Method, String)]) -> bool {
+    seen.iter()
+        .any(|(m, p)| *m == Method::PATCH && p == STATUS_PATH)
 }

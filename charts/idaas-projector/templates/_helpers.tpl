@@ -37,12 +37,50 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: idaas-projector
 {{- end }}
 
-{{- define "idaas-projector.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "idaas-projector.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{/* Whether one Deployment runs `serve` (combined: true) instead of two. Renders "true" or "". */}}
+{{- define "idaas-projector.combined" -}}
+{{- if .Values.combined }}true{{ end }}
 {{- end }}
+
+{{/*
+The components this release runs, as a space-separated list: "combined", or "webhook projector".
+*/}}
+{{- define "idaas-projector.components" -}}
+{{- if .Values.combined }}combined{{ else }}webhook projector{{ end }}
+{{- end }}
+
+{{/*
+Selector labels of one component's pods; dict "root" (the chart context) and "component"
+(webhook, projector or combined). The combined Deployment keeps the plain selector labels, so
+that an installation from before the split upgrades in place.
+*/}}
+{{- define "idaas-projector.componentSelectorLabels" -}}
+{{ include "idaas-projector.selectorLabels" .root }}
+{{- if ne .component "combined" }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* The name of one component's resources (Deployment, PodDisruptionBudget); dict root, component. */}}
+{{- define "idaas-projector.componentName" -}}
+{{- $fullname := include "idaas-projector.fullname" .root }}
+{{- if eq .component "combined" }}{{ $fullname }}{{ else }}{{ printf "%s-%s" $fullname .component }}{{ end }}
+{{- end }}
+
+{{/* One component's ServiceAccount; dict root, component. */}}
+{{- define "idaas-projector.serviceAccountName" -}}
+{{- $sa := .root.Values.serviceAccount }}
+{{- $given := index (dict "combined" $sa.name "webhook" $sa.webhookName "projector" $sa.projectorName) .component }}
+{{- if $sa.create }}
+{{- default (include "idaas-projector.componentName" .) $given }}
+{{- else }}
+{{- required (printf "serviceAccount.%s is required when serviceAccount.create is false" (index (dict "combined" "name" "webhook" "webhookName" "projector" "projectorName") .component)) $given }}
+{{- end }}
+{{- end }}
+
+{{/* One component's replica count; dict root, component. The combined pods all serve the webhook. */}}
+{{- define "idaas-projector.replicas" -}}
+{{- if eq .component "projector" }}{{ .root.Values.projector.replicaCount }}{{ else }}{{ .root.Values.webhook.replicaCount }}{{ end }}
 {{- end }}
 
 {{/* The MutatingWebhookConfiguration's name (also --webhook-configuration). */}}
@@ -97,25 +135,4 @@ asked for, or a Kubernetes without matchConditions (before 1.28). Renders "true"
 {{/* The namespaces the projector serves, comma-separated; empty for all. */}}
 {{- define "idaas-projector.namespaces" -}}
 {{- join "," .Values.rbac.namespaces }}
-{{- end }}
-
-{{/*
-Least privilege; README.md explains each rule. Rules the projector needs wherever it serves
-M2MTokens: in a ClusterRole, or with rbac.namespaces in a Role per listed namespace.
-*/}}
-{{- define "idaas-projector.projectorRules" -}}
-# Write the M2MTokens' status (Ready condition, expiry, refresh time).
-- apiGroups: ["idaas-projector.io"]
-  resources: ["m2mtokens/status"]
-  verbs: ["patch"]
-# Read the credentials Secrets named in M2MTokens (get), watch the managed token Secrets
-# (list, watch, selected by label app.kubernetes.io/managed-by=idaas-projector; RBAC cannot
-# restrict by label) and write them by server-side apply (patch; create when the apply creates).
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Record Refreshed / RefreshFailed / TokenRejected events on M2MTokens.
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
 {{- end }}

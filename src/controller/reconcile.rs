@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::decide::{Decision, Failure, Fetch, Found, Inputs, Observed, decide};
+use super::leader::WriteGate;
 use super::schedule::Backoff;
 use super::secret::{self, MANAGER};
 use super::status::{self, Report, reason};
@@ -33,6 +34,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the M2MToken has no {0}")]
     MissingField(&'static str),
+    #[error("not writing: this replica's hold on the Lease is not confirmed")]
+    NotLeader,
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
             Error::MissingField(_) => "missing_field",
+            Error::NotLeader => "not_leader",
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Context {
     api_errors: Mutex<HashMap<String, u32>>,
     /// The M2MTokens with an expiry gauge, so that deleted ones can be forgotten.
     known: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Every write (Secret, status, event) checks it first; open without leader election.
+    pub gate: WriteGate,
 }
 
 impl Context {
@@ -98,7 +104,14 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             api_errors: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
+            gate: WriteGate::Open,
         }
+    }
+
+    /// Whether this replica may write now: [`Error::NotLeader`] when its hold on the Lease is not
+    /// confirmed.
+    pub fn may_write(&self) -> Result<(), Error> {
+        self.gate.is_open().then_some(()).ok_or(Error::NotLeader)
     }
 
     fn token_expiry(&self, namespace: &str, name: &str, exp: i64) {
@@ -225,6 +238,7 @@ fn key_of(token: &M2MToken) -> String {
 
 /// Reconciles one M2MToken.
 pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.may_write()?;
     let run = Run::new(&token, &ctx)?;
     let observed = run.observe().await?;
     let action = run.carry_out(decide(&observed)).await?;
@@ -390,6 +404,7 @@ impl<'a> Run<'a> {
                 claims.exp,
                 version,
             );
+            ctx.may_write()?;
             let apply = PatchParams::apply(MANAGER).force();
             self.secrets
                 .patch(&self.secret_name, &apply, &Patch::Apply(body))
@@ -430,6 +445,7 @@ impl<'a> Run<'a> {
         if self.token.status.as_ref() == Some(&new) {
             return Ok(());
         }
+        self.ctx.may_write()?;
         self.tokens
             .patch_status(
                 &self.name,
@@ -449,6 +465,9 @@ impl<'a> Run<'a> {
             secondary: None,
         };
         let target = self.token.object_ref(&());
+        if self.ctx.may_write().is_err() {
+            return;
+        }
         if let Err(e) = self.ctx.recorder.publish(&event, &target).await {
             tracing::debug!(error = %e, "cannot publish event");
         }

@@ -559,6 +559,17 @@ async fn a_leader_whose_renewals_fail_stops_writing_before_its_lease_expires() {
         first_b >= expiry,
         "replica-b wrote before the Lease was free"
     );
+    let exposed = |r: &Replica| r.ctx.metrics.encode().unwrap();
+    assert!(
+        exposed(&a).contains("idaas_projector_leader 0"),
+        "{}",
+        exposed(&a)
+    );
+    assert!(
+        exposed(&b).contains("idaas_projector_leader 1"),
+        "{}",
+        exposed(&b)
+    );
     // replica-a keeps reconciling, refused: let it try a few more times.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

@@ -305,6 +305,45 @@ mod tests {
         }
     }
 
+    async fn until_leading(leading: &mut watch::Receiver<bool>, want: bool) {
+        let wait = leading.wait_for(|l| *l == want);
+        tokio::time::timeout(10 * SEC, wait).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn leadership_pauses_at_the_write_deadline_and_resumes_on_a_renewal() {
+        let tenure = Arc::new(Tenure::new("me", SEC));
+        let (elected_tx, elected) = watch::channel(false);
+        let gauge = Gauge::default();
+        let mut leading = follow(elected, tenure.clone(), gauge.clone());
+        // The Lease runs out in 3 s: writes stop 1 s before, in 2 s.
+        tenure.observe(&lease(
+            Some("me"),
+            SystemTime::now() - 15 * SEC + 3 * SEC,
+            15,
+        ));
+        elected_tx.send(true).unwrap();
+        until_leading(&mut leading, true).await;
+        assert_eq!(gauge.get(), 1);
+        // No renewal confirmed: leadership pauses although kube-lease-manager still says elected.
+        until_leading(&mut leading, false).await;
+        assert_eq!(gauge.get(), 0);
+        assert!(!tenure.may_write());
+        // A confirmed renewal: it resumes.
+        tenure.observe(&lease(Some("me"), SystemTime::now(), 15));
+        until_leading(&mut leading, true).await;
+        assert_eq!(gauge.get(), 1);
+        elected_tx.send(false).unwrap();
+        until_leading(&mut leading, false).await;
+        assert_eq!(gauge.get(), 0);
+        // The lease task ended: the channel closes.
+        drop(elected_tx);
+        let closed = tokio::time::timeout(10 * SEC, leading.changed())
+            .await
+            .unwrap();
+        assert!(closed.is_err());
+    }
+
     #[test]
     fn a_tenure_follows_the_leases_the_api_server_answers() {
         let tenure = Tenure::new("me", SEC);

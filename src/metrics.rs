@@ -159,6 +159,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// `idaas_projector_secret_writes_total`.
     pub secret_writes: Counter,
+    /// `idaas_projector_leader`: 1 while this replica holds the Lease and reconciles.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -227,8 +229,15 @@ impl Metrics {
             "Token Secrets written (server-side apply)",
             secret_writes.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease (or runs without leader election) and reconciles, else 0",
+            leader.clone(),
+        );
         Self {
             registry,
+            leader,
             refreshes,
             idaas_request_duration,
             token_expiry,

@@ -7,8 +7,11 @@
 //!   and remembers after a fetch (pure).
 //! - [`reconcile`](mod@reconcile): reads what [`decide`] looks at from the Kubernetes API, and
 //!   carries out its decision against the API and IDaaS.
+//! - [`leader`]: one leader at a time: the Lease's field manager, the last confirmed renewal,
+//!   and the gate every write goes through.
 
 pub mod decide;
+pub mod leader;
 pub mod reconcile;
 pub mod schedule;
 pub mod secret;
@@ -132,14 +135,16 @@ pub fn context(
             instance,
         },
     );
-    Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         idaas,
         metrics,
         recorder,
         settings.max_concurrent_refreshes,
         settings.recheck_interval,
-    ))
+    );
+    ctx.gate = leader::WriteGate::new(settings.lease.as_ref());
+    Arc::new(ctx)
 }
 
 /// Runs the projector: with a lease, only while holding it. Returns when `stop` resolves, or
@@ -151,33 +156,64 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> Result<(), RunError> {
     let Some(lease) = settings.lease.clone() else {
+        let gauge = ctx.metrics.leader.clone();
+        gauge.set(1);
         run_controllers(client, ctx, &settings.namespaces, stop).await;
+        gauge.set(0);
         return Ok(());
     };
-    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.identity)
-        .with_duration(lease.duration_secs)
-        .with_grace(lease.grace_secs)
-        .with_field_manager(secret::MANAGER)
-        .build()
-        .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (leader, task) = manager.watch().await;
-    let task = async move { format!("{:?}", task.await) };
-    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
-        "waiting for the lease");
     let namespaces = settings.namespaces.clone();
-    run_while_leader(
-        leader,
-        task,
+    let work_client = client.clone();
+    let work_ctx = ctx.clone();
+    lead(
+        client,
+        &ctx,
+        &lease,
         move |lost| {
-            let (client, ctx, namespaces) = (client.clone(), ctx.clone(), namespaces.clone());
+            let (client, ctx) = (work_client.clone(), work_ctx.clone());
+            let namespaces = namespaces.clone();
             async move { run_controllers(client, ctx, &namespaces, lost).await }
         },
         stop,
     )
     .await
+}
+
+/// Runs `work` while this replica holds the Lease `lease` and its last confirmed renewal allows
+/// writes (see [`leader`]), through [`run_while_leader`]. `ctx`'s write gate must be the one
+/// [`context`] made for `lease`: it is the one the Lease's answers are shown to.
+pub async fn lead<W, WF>(
+    client: Client,
+    ctx: &Context,
+    lease: &LeaseSettings,
+    work: W,
+    stop: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> Result<(), RunError>
+where
+    W: FnMut(StopSignal) -> WF,
+    WF: Future<Output = ()>,
+{
+    let leader::WriteGate::Lease(tenure) = ctx.gate.clone() else {
+        return Err(RunError::Lease(
+            "the reconcile context has no lease write gate".to_owned(),
+        ));
+    };
+    let observed = leader::observing(client, tenure.clone(), &lease.namespace, &lease.name);
+    let manager = LeaseManagerBuilder::new(observed, &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(lease.duration_secs)
+        .with_grace(lease.grace_secs)
+        .with_field_manager(leader::field_manager(&lease.identity))
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (elected, task) = manager.watch().await;
+    let task = async move { format!("{:?}", task.await) };
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
+        "waiting for the lease");
+    let leading = leader::follow(elected, tenure, ctx.metrics.leader.clone());
+    run_while_leader(leading, task, work, stop).await
 }
 
 /// The leadership gate, apart from any API: starts `work` (with a future that resolves when it

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::decide::{
     self, Decision, Failure, Fetch, Found, Inputs, Observed, WriteConflict, decide,
 };
+use super::leader::WriteGate;
 use super::schedule::Backoff;
 use super::secret::{self, ALLOWED_M2M_TOKENS, CLIENT_CREDENTIALS_LABEL, MANAGER};
 use super::status::{self, Report, reason};
@@ -35,6 +36,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the M2MToken has no {0}")]
     MissingField(&'static str),
+    #[error("not writing: this replica's hold on the Lease is not confirmed")]
+    NotLeader,
 }
 
 impl Error {
@@ -44,6 +47,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
             Error::MissingField(_) => "missing_field",
+            Error::NotLeader => "not_leader",
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Context {
     known: Mutex<std::collections::HashSet<(String, String)>>,
     /// The last report each M2MToken's status was given by this replica.
     reports: Mutex<HashMap<String, Report>>,
+    /// Every write (Secret, status, event) checks it first; open without leader election.
+    pub gate: WriteGate,
 }
 
 impl Context {
@@ -103,7 +109,14 @@ impl Context {
             api_errors: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
             reports: Mutex::new(HashMap::new()),
+            gate: WriteGate::Open,
         }
+    }
+
+    /// Whether this replica may write now: [`Error::NotLeader`] when its hold on the Lease is not
+    /// confirmed.
+    pub fn may_write(&self) -> Result<(), Error> {
+        self.gate.is_open().then_some(()).ok_or(Error::NotLeader)
     }
 
     fn token_expiry(&self, namespace: &str, name: &str, exp: i64) {
@@ -271,6 +284,7 @@ fn key_of(token: &M2MToken) -> String {
 
 /// Reconciles one M2MToken.
 pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.may_write()?;
     let run = Run::new(&token, &ctx)?;
     let observed = run.observe().await?;
     let action = run.carry_out(decide(&observed)).await?;
@@ -476,6 +490,7 @@ impl<'a> Run<'a> {
     /// read as its precondition (the API server refuses the write with 409 when the Secret
     /// changed since). A 409 comes back as the conflict it means: nothing was written.
     async fn write_secret(&self, body: &Secret) -> Result<Option<WriteConflict>, Error> {
+        self.ctx.may_write()?;
         let created = body.metadata.resource_version.is_none();
         let result = if created {
             let params = PostParams {
@@ -542,6 +557,7 @@ impl<'a> Run<'a> {
         if self.token.status.as_ref() == Some(&new) {
             return Ok(());
         }
+        self.ctx.may_write()?;
         self.tokens
             .patch_status(
                 &self.name,
@@ -561,6 +577,9 @@ impl<'a> Run<'a> {
             secondary: None,
         };
         let target = self.token.object_ref(&());
+        if self.ctx.may_write().is_err() {
+            return;
+        }
         if let Err(e) = self.ctx.recorder.publish(&event, &target).await {
             tracing::debug!(error = %e, "cannot publish event");
         }

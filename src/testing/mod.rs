@@ -6,7 +6,9 @@
 //! - [`fuzz`]: the fuzz harnesses, run by the cargo-fuzz targets in `fuzz/` and replayed over
 //!   `tests/data/fuzz/` by `tests/fuzz_regressions.rs`.
 //! - [`fake_kube`]: an in-process Kubernetes API answered by a closure, for tests and benches that
-//!   run the projector as a whole (the fault drills, the log redaction test, the refresh bench).
+//!   run the projector as a whole (the fault drills, the log redaction test, the refresh bench);
+//!   [`fake_kube_requests`] also shows the query and the content type (the leader election tests
+//!   tell server-side apply from a merge patch by them).
 //!   Tests of one component that assert each request in order use the `tower_test` mock in
 //!   `tests/common/mock_api.rs` instead.
 //! - [`emulator`] and [`reconcile_context`]: the IDaaS emulator and the reconciler's context as
@@ -67,18 +69,60 @@ pub fn fake_kube<F>(answer: F) -> kube::Client
 where
     F: Fn(&Method, &str, Value) -> (StatusCode, Value) + Send + Sync + 'static,
 {
+    fake_kube_requests(move |r| answer(&r.method, &r.path, r.body))
+}
+
+/// One request to [`fake_kube_requests`], with what an API server tells requests apart by.
+#[derive(Debug, Clone)]
+pub struct FakeRequest {
+    pub method: Method,
+    pub path: String,
+    /// The query string, empty when there is none.
+    pub query: String,
+    /// The `Content-Type` header, empty when there is none: server-side apply sends
+    /// `application/apply-patch+yaml`, a strategic merge patch
+    /// `application/strategic-merge-patch+json`.
+    pub content_type: String,
+    /// The JSON body, `null` when there is none.
+    pub body: Value,
+}
+
+impl FakeRequest {
+    /// The value of query parameter `name` (such as `fieldManager` or `force`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A Kubernetes client whose every request `answer` answers, from the whole [`FakeRequest`].
+pub fn fake_kube_requests<F>(answer: F) -> kube::Client
+where
+    F: Fn(FakeRequest) -> (StatusCode, Value) + Send + Sync + 'static,
+{
     let answer = Arc::new(answer);
     let service = tower::service_fn(move |req: Request<Body>| {
         let answer = answer.clone();
         async move {
-            let path = req.uri().path().to_owned();
-            let method = req.method().clone();
-            let bytes = http_body_util::BodyExt::collect(req.into_body())
+            let (parts, body) = req.into_parts();
+            let bytes = http_body_util::BodyExt::collect(body)
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let (status, body) = answer(&method, &path, sent);
+            let header = parts.headers.get(axum::http::header::CONTENT_TYPE);
+            let (status, body) = answer(FakeRequest {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                content_type: header
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
             Ok::<_, std::convert::Infallible>(
                 Response::builder()
                     .status(status)

@@ -15,6 +15,7 @@ use std::time::Duration;
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
 use idaas_projector::testing::install_provider;
+use idaas_projector::webhook::limits::Limits;
 use idaas_projector::webhook::mutate::MutateConfig;
 use idaas_projector::webhook::review::Standalone;
 use idaas_projector::webhook::server::{self, WebhookState};
@@ -91,11 +92,12 @@ pub async fn start_server(pair: &Pair) -> TestServer {
         },
         resolver: Arc::new(Standalone),
         metrics: metrics.clone(),
+        bodies: Default::default(),
     });
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
-        server::serve_tls(listener, config, server::router(state), h)
+        server::serve_tls(listener, config, state, Limits::default(), h)
             .await
             .unwrap();
     });

@@ -74,6 +74,11 @@ pub struct TestServer {
 }
 
 pub async fn start_server(pair: &Pair) -> TestServer {
+    start_server_with(pair, Limits::default()).await
+}
+
+/// [`start_server`] within `limits`.
+pub async fn start_server_with(pair: &Pair, limits: Limits) -> TestServer {
     install_provider();
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -92,12 +97,12 @@ pub async fn start_server(pair: &Pair) -> TestServer {
         },
         resolver: Arc::new(Standalone),
         metrics: metrics.clone(),
-        bodies: Default::default(),
+        bodies: idaas_projector::webhook::limits::Bodies::new(&limits),
     });
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
-        server::serve_tls(listener, config, state, Limits::default(), h)
+        server::serve_tls(listener, config, state, limits, h)
             .await
             .unwrap();
     });

@@ -160,7 +160,10 @@ mod tests {
         let mode = std::fs::metadata(&target).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Only the decoys and the two real files are left: no temporary file lingers.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), decoys.len() + 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            decoys.len() + 2
+        );
     }
 
     #[test]

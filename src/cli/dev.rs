@@ -23,9 +23,9 @@ use crate::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest};
 use crate::metrics::Metrics;
 use crate::time::{format_duration, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
+use crate::webhook::limits::Limits;
 use crate::webhook::mutate::MutateConfig;
 use crate::webhook::review::Standalone;
-use crate::webhook::limits::Limits;
 use crate::webhook::{certs, server, tls};
 
 /// The dev client application and resource server.

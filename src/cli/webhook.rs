@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use super::{CommandError, ServerArgs, parse_duration, parse_duration_flag};
 use crate::ram::names::{is_region_id, validate_oidc_provider_arn};
 use crate::webhook::annotations::MAX_TOKEN_WAIT;
-use crate::webhook::mutate::{DEFAULT_TOKEN_WAIT, MutateConfig};
 use crate::webhook::limits::Limits;
+use crate::webhook::mutate::{DEFAULT_TOKEN_WAIT, MutateConfig};
 use crate::webhook::{Settings, TlsSource, certs};
 
 #[derive(Debug, Args)]
@@ -251,7 +251,11 @@ pub struct LimitArgs {
     /// Request bodies held at once, counted in bytes as they arrive: at most this many times
     /// 4 MiB (64 MiB by default). A request that finds no room waits, until
     /// --body-read-timeout, then gets HTTP 503.
-    #[arg(long, env = "IDAAS_PROJECTOR_MAX_BODIES_IN_FLIGHT", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_MAX_BODIES_IN_FLIGHT",
+        default_value_t = 16
+    )]
     pub max_bodies_in_flight: usize,
 }
 
@@ -320,13 +324,41 @@ mod tests {
     #[test]
     fn zero_timeouts_and_counts_are_refused() {
         for (flag, value, why) in [
-            ("--header-read-timeout", "0s", "--header-read-timeout must be at least 100ms"),
-            ("--body-read-timeout", "10ms", "--body-read-timeout must be at least 100ms"),
-            ("--idle-timeout", "0s", "--idle-timeout must be at least 100ms"),
-            ("--http2-max-streams", "0", "--http2-max-streams must be at least 1"),
-            ("--max-connections", "0", "--max-connections must be at least 1"),
-            ("--max-bodies-in-flight", "0", "--max-bodies-in-flight must be at least 1"),
-            ("--max-bodies-in-flight", "1025", "--max-bodies-in-flight must be at most 1024 (4 GiB)"),
+            (
+                "--header-read-timeout",
+                "0s",
+                "--header-read-timeout must be at least 100ms",
+            ),
+            (
+                "--body-read-timeout",
+                "10ms",
+                "--body-read-timeout must be at least 100ms",
+            ),
+            (
+                "--idle-timeout",
+                "0s",
+                "--idle-timeout must be at least 100ms",
+            ),
+            (
+                "--http2-max-streams",
+                "0",
+                "--http2-max-streams must be at least 1",
+            ),
+            (
+                "--max-connections",
+                "0",
+                "--max-connections must be at least 1",
+            ),
+            (
+                "--max-bodies-in-flight",
+                "0",
+                "--max-bodies-in-flight must be at least 1",
+            ),
+            (
+                "--max-bodies-in-flight",
+                "1025",
+                "--max-bodies-in-flight must be at most 1024 (4 GiB)",
+            ),
         ] {
             assert_eq!(limits(&[flag, value]).unwrap_err(), why, "{flag} {value}");
         }

@@ -507,3 +507,78 @@ impl Collected {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    use super::*;
+
+    fn bodies(max_bodies_in_flight: usize) -> Bodies {
+        Bodies::new(&Limits {
+            body_read_timeout: Duration::from_millis(200),
+            max_bodies_in_flight,
+            ..Limits::default()
+        })
+    }
+
+    fn sized(len: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, len.into());
+        headers
+    }
+
+    /// A body that sends `first` and then never ends.
+    fn stalled(first: &'static [u8]) -> Body {
+        let chunks = futures::stream::iter([Ok::<_, Infallible>(Bytes::from_static(first))])
+            .chain(futures::stream::pending());
+        Body::from_stream(chunks)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_in_chunks() {
+        let chunks =
+            ["{\"a\":", "1}"].map(|c| Ok::<_, Infallible>(Bytes::from_static(c.as_bytes())));
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let (b, none) = (bodies(1), HeaderMap::new());
+        let (read, _room) = b.read(&none, body).await.unwrap();
+        assert_eq!(&read[..], b"{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn a_declared_or_sent_length_over_the_cap_is_refused() {
+        let (b, none, over) = (bodies(1), HeaderMap::new(), sized(MAX_BODY_BYTES + 1));
+        let declared = b.read(&over, Body::empty()).await;
+        assert_eq!(declared.unwrap_err(), BodyError::TooLarge);
+        let sent = b.read(&none, Body::from(vec![b'x'; MAX_BODY_BYTES + 1]));
+        assert_eq!(sent.await.unwrap_err(), BodyError::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_times_out_and_holds_only_what_it_sent() {
+        let (b, none, full) = (bodies(1), HeaderMap::new(), sized(MAX_BODY_BYTES));
+        let slow = b.read(&full, stalled(b"{\"pad"));
+        assert_eq!(slow.await.unwrap_err(), BodyError::TimedOut);
+        // Meanwhile a stalled body does not keep others out: it holds five bytes.
+        let stalled_read = b.read(&full, stalled(b"{\"pad"));
+        let small = b.read(&none, Body::from("{}"));
+        let (stalled_read, small) = tokio::join!(stalled_read, small);
+        assert_eq!(stalled_read.unwrap_err(), BodyError::TimedOut);
+        assert_eq!(&small.unwrap().0[..], b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_finds_no_room_in_time_is_busy_and_room_returns_when_freed() {
+        let (b, none) = (bodies(1), HeaderMap::new());
+        let (big, room) = b
+            .read(&none, Body::from(vec![b'x'; MAX_BODY_BYTES]))
+            .await
+            .unwrap();
+        assert_eq!(big.len(), MAX_BODY_BYTES);
+        let busy = b.read(&none, Body::from("{}")).await;
+        assert_eq!(busy.unwrap_err(), BodyError::Busy);
+        drop((big, room));
+        let (small, _room) = b.read(&none, Body::from("{}")).await.unwrap();
+        assert_eq!(&small[..], b"{}");
+    }
+}

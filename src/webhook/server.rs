@@ -12,8 +12,8 @@ use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use super::limits::{Bodies, BodyError, ConnectionCap, GuardedAcceptor, Limits};
 use super::mutate::MutateConfig;
-use super::limits::{BodyError, Bodies, ConnectionCap, GuardedAcceptor, Limits};
 use super::review::{TokenResolver, review};
 use crate::metrics::{AdmissionResult, Metrics, WebhookTimeout};
 

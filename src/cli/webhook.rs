@@ -245,7 +245,8 @@ pub struct LimitArgs {
     /// Concurrent streams (requests) allowed on one HTTP/2 connection.
     #[arg(long, env = "IDAAS_PROJECTOR_HTTP2_MAX_STREAMS", default_value_t = 64)]
     pub http2_max_streams: u32,
-    /// Open connections; beyond it new connections wait in the kernel's accept backlog.
+    /// Open connections; at the cap the listener stops accepting (one more connection is held
+    /// without a TLS handshake, the rest wait in the kernel's accept backlog) until one closes.
     #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
     /// Request bodies held at once, counted in bytes as they arrive: at most this many times

@@ -2,8 +2,8 @@
 //!
 //! - [`Limits`]: the settings (`--header-read-timeout` and friends).
 //! - [`ConnectionCap`]: makes one service per accepted connection, but only while fewer than
-//!   `max_connections` are open; beyond it the accept loop stops accepting, so new connections
-//!   wait in the kernel's accept backlog.
+//!   `max_connections` are open. The accept loop asks for it after each accept, so at the cap one
+//!   more connection is held (no TLS yet) and the rest wait in the kernel's accept backlog.
 //! - [`GuardedAcceptor`] and [`GuardedStream`]: the TLS handshake, then the idle timeout on the
 //!   connection's reads, the open-connections gauge and the timeout counter.
 //! - [`Bodies`]: request bodies read under a deadline and a memory budget.
@@ -150,8 +150,9 @@ impl Drop for Connection {
 }
 
 /// Makes the service of each accepted connection while fewer than `max_connections` are open.
-/// The accept loop asks it to be ready before accepting the next connection, so at the cap
-/// connections wait in the kernel's accept backlog.
+/// The accept loop waits for it to be ready before the handshake of the connection it has just
+/// accepted and before accepting the next, so at the cap connections wait in the kernel's
+/// accept backlog. (A graceful shutdown waiting here ends with the grace period.)
 pub struct ConnectionCap {
     router: Router,
     shared: Arc<Shared>,

@@ -468,11 +468,12 @@ impl Bodies {
     }
 }
 
-/// A body's bytes: most bodies arrive in one chunk, kept as it is.
+/// A body's bytes: most bodies arrive in one chunk, kept as it is; several are joined once, at
+/// the end, into a buffer of the exact size.
 enum Collected {
     Empty,
     One(Bytes),
-    Many(Vec<u8>),
+    Many(Vec<Bytes>, usize),
 }
 
 impl Collected {
@@ -480,7 +481,7 @@ impl Collected {
         match self {
             Self::Empty => 0,
             Self::One(b) => b.len(),
-            Self::Many(v) => v.len(),
+            Self::Many(_, len) => *len,
         }
     }
 
@@ -488,14 +489,13 @@ impl Collected {
         *self = match std::mem::replace(self, Self::Empty) {
             Self::Empty => Self::One(data),
             Self::One(first) => {
-                let mut all = Vec::with_capacity(first.len() + data.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&data);
-                Self::Many(all)
+                let len = first.len() + data.len();
+                Self::Many(vec![first, data], len)
             }
-            Self::Many(mut all) => {
-                all.extend_from_slice(&data);
-                Self::Many(all)
+            Self::Many(mut chunks, len) => {
+                let len = len + data.len();
+                chunks.push(data);
+                Self::Many(chunks, len)
             }
         };
     }
@@ -504,7 +504,13 @@ impl Collected {
         match self {
             Self::Empty => Bytes::new(),
             Self::One(b) => b,
-            Self::Many(v) => Bytes::from(v),
+            Self::Many(chunks, len) => {
+                let mut all = Vec::with_capacity(len);
+                for chunk in &chunks {
+                    all.extend_from_slice(chunk);
+                }
+                Bytes::from(all)
+            }
         }
     }
 }

@@ -133,6 +133,25 @@ pub struct TokenLabels {
     pub name: String,
 }
 
+/// What ran out of time on the webhook's listener.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum WebhookTimeout {
+    /// An HTTP/1.1 connection closed because its next request head was late.
+    header_read,
+    /// A request body not sent within the body-read timeout (HTTP 408).
+    body_read,
+    /// A request body that found no room in the body budget in time (HTTP 503).
+    body_budget,
+    /// A connection closed after the idle timeout without a request in flight.
+    idle,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub timeout: WebhookTimeout,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
@@ -149,6 +168,10 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     /// `idaas_projector_webhook_certificate_reloads_total{result}`.
     pub certificate_reloads: Family<ReloadLabels, Counter>,
+    /// `idaas_projector_webhook_open_connections`.
+    pub webhook_open_connections: Gauge,
+    /// `idaas_projector_webhook_timeouts_total{timeout}`.
+    pub webhook_timeouts: Family<TimeoutLabels, Counter>,
     /// `idaas_projector_token_refreshes_total{result,reason}`.
     pub refreshes: Family<RefreshLabels, Counter>,
     /// `idaas_projector_idaas_request_duration_seconds`.
@@ -197,6 +220,18 @@ impl Metrics {
             "webhook_certificate_reloads",
             "Attempts to load a changed serving certificate, by result",
             certificate_reloads.clone(),
+        );
+        let webhook_open_connections = Gauge::default();
+        registry.register(
+            "webhook_open_connections",
+            "Connections the webhook listener holds open (at most --max-connections)",
+            webhook_open_connections.clone(),
+        );
+        let webhook_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "webhook_timeouts",
+            "Connections closed and requests refused by the webhook's timeouts, by timeout",
+            webhook_timeouts.clone(),
         );
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
@@ -247,7 +282,16 @@ impl Metrics {
             admission_duration,
             certificate_expiry,
             certificate_reloads,
+            webhook_open_connections,
+            webhook_timeouts,
         }
+    }
+
+    /// Counts one connection closed or request refused by a webhook timeout.
+    pub fn webhook_timeout(&self, timeout: WebhookTimeout) {
+        self.webhook_timeouts
+            .get_or_create(&TimeoutLabels { timeout })
+            .inc();
     }
 
     /// Counts one admission result.

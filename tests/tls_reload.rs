@@ -118,11 +118,13 @@ async fn watched_files_rotate_under_a_request_stream() {
         config: idaas_projector::webhook::mutate::MutateConfig::default(),
         resolver: Arc::new(idaas_projector::webhook::review::Standalone),
         metrics: metrics.clone(),
+        bodies: Default::default(),
     });
     tokio::spawn(idaas_projector::webhook::server::serve_tls(
         listener,
         config,
-        idaas_projector::webhook::server::router(state),
+        state,
+        idaas_projector::webhook::limits::Limits::default(),
         axum_server::Handle::new(),
     ));
 

@@ -23,6 +23,7 @@ use crate::idaas::{AllowedOrigins, Credential, HttpConfig, IdaasClient, TokenReq
 use crate::metrics::Metrics;
 use crate::time::{format_duration, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
+use crate::webhook::limits::Limits;
 use crate::webhook::mutate::MutateConfig;
 use crate::webhook::review::Standalone;
 use crate::webhook::{certs, server, tls};
@@ -229,12 +230,14 @@ fn start_webhook(
         },
         resolver: Arc::new(Standalone),
         metrics: metrics.clone(),
+        bodies: Default::default(),
     });
     let handle = axum_server::Handle::new();
     let task = tokio::spawn(server::serve_tls(
         listener,
         tls_config,
-        server::router(state),
+        state,
+        Limits::default(),
         handle.clone(),
     ));
     Ok(DevWebhook { addr, handle, task })

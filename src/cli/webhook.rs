@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use super::{CommandError, ServerArgs, parse_duration, parse_duration_flag};
 use crate::ram::names::{is_region_id, validate_oidc_provider_arn};
 use crate::webhook::annotations::MAX_TOKEN_WAIT;
+use crate::webhook::limits::Limits;
 use crate::webhook::mutate::{DEFAULT_TOKEN_WAIT, MutateConfig};
 use crate::webhook::{Settings, TlsSource, certs};
 
@@ -42,6 +43,8 @@ pub struct WebhookFlags {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub inject: InjectArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl WebhookFlags {
@@ -52,6 +55,7 @@ impl WebhookFlags {
             tls: self.tls.source(standalone)?,
             inject: self.inject.to_config().map_err(CommandError::Usage)?,
             standalone,
+            limits: self.limits.to_limits().map_err(CommandError::Usage)?,
         })
     }
 }
@@ -217,5 +221,150 @@ impl InjectArgs {
             default_sts_region,
             default_token_wait: wait,
         })
+    }
+}
+
+/// How long and how many: what slow or numerous clients can hold of the webhook.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// The TLS handshake, then each request head, must arrive within this long (HTTP/1.1 also
+    /// closes a connection whose next request does not start within it; HTTP/2: the first
+    /// request).
+    #[arg(long, env = "IDAAS_PROJECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive, and find room under --max-bodies-in-flight, within this
+    /// long (else HTTP 408, or 503 when no room was found; HTTP/1.1 closes the connection).
+    #[arg(long, env = "IDAAS_PROJECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "IDAAS_PROJECTOR_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How often HTTP/2 connections are pinged; a ping unanswered for 10s closes the connection.
+    #[arg(long, env = "IDAAS_PROJECTOR_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// Concurrent streams (requests) allowed on one HTTP/2 connection.
+    #[arg(long, env = "IDAAS_PROJECTOR_HTTP2_MAX_STREAMS", default_value_t = 64)]
+    pub http2_max_streams: u32,
+    /// Open connections; at the cap the listener stops accepting (one more connection is held
+    /// without a TLS handshake, the rest wait in the kernel's accept backlog) until one closes.
+    #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Request bodies held at once, counted in bytes as they arrive: at most this many times
+    /// 4 MiB (64 MiB by default). A request that finds no room waits, until
+    /// --body-read-timeout, then gets HTTP 503.
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_MAX_BODIES_IN_FLIGHT",
+        default_value_t = 16
+    )]
+    pub max_bodies_in_flight: usize,
+}
+
+impl LimitArgs {
+    /// Checks the flags into the webhook's limits.
+    pub fn to_limits(&self) -> Result<Limits, String> {
+        let timeouts = [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--body-read-timeout", self.body_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http2-keepalive-interval", self.http2_keepalive_interval),
+        ];
+        for (flag, value) in timeouts {
+            if value < Duration::from_millis(100) {
+                return Err(format!("{flag} must be at least 100ms"));
+            }
+        }
+        let counts = [
+            ("--http2-max-streams", self.http2_max_streams as usize),
+            ("--max-connections", self.max_connections),
+            ("--max-bodies-in-flight", self.max_bodies_in_flight),
+        ];
+        for (flag, value) in counts {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.max_bodies_in_flight > 1024 {
+            return Err("--max-bodies-in-flight must be at most 1024 (4 GiB)".to_owned());
+        }
+        Ok(Limits {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            http2_keepalive_interval: self.http2_keepalive_interval,
+            http2_max_streams: self.http2_max_streams,
+            max_connections: self.max_connections,
+            max_bodies_in_flight: self.max_bodies_in_flight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    fn limits(args: &[&str]) -> Result<Limits, String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.limits.to_limits()
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_core_defaults() {
+        assert_eq!(limits(&[]).unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn zero_timeouts_and_counts_are_refused() {
+        for (flag, value, why) in [
+            (
+                "--header-read-timeout",
+                "0s",
+                "--header-read-timeout must be at least 100ms",
+            ),
+            (
+                "--body-read-timeout",
+                "10ms",
+                "--body-read-timeout must be at least 100ms",
+            ),
+            (
+                "--idle-timeout",
+                "0s",
+                "--idle-timeout must be at least 100ms",
+            ),
+            (
+                "--http2-max-streams",
+                "0",
+                "--http2-max-streams must be at least 1",
+            ),
+            (
+                "--max-connections",
+                "0",
+                "--max-connections must be at least 1",
+            ),
+            (
+                "--max-bodies-in-flight",
+                "0",
+                "--max-bodies-in-flight must be at least 1",
+            ),
+            (
+                "--max-bodies-in-flight",
+                "1025",
+                "--max-bodies-in-flight must be at most 1024 (4 GiB)",
+            ),
+        ] {
+            assert_eq!(limits(&[flag, value]).unwrap_err(), why, "{flag} {value}");
+        }
+        let set = limits(&["--header-read-timeout", "2s", "--max-connections", "5"]).unwrap();
+        assert_eq!(set.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(set.max_connections, 5);
     }
 }

@@ -5,10 +5,12 @@
 //! - [`review`]: the AdmissionReview envelope (pure).
 //! - [`server`], [`tls`], [`certs`], [`cache`]: HTTPS, certificate reload, self-managed
 //!   certificates, the M2MToken cache.
+//! - [`limits`]: timeouts, the connection cap and the request-body budget.
 
 pub mod annotations;
 pub mod cache;
 pub mod certs;
+pub mod limits;
 pub mod mutate;
 pub mod review;
 pub mod server;
@@ -32,6 +34,8 @@ pub struct Settings {
     pub inject: mutate::MutateConfig,
     /// No Kubernetes API: pods are resolved from their annotations and the flags only.
     pub standalone: bool,
+    /// Timeouts, the connection cap and the request-body budget.
+    pub limits: limits::Limits,
 }
 
 /// Where the webhook's serving certificate comes from.
@@ -56,6 +60,7 @@ pub struct Webhook {
     listener: std::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<server::WebhookState>,
+    limits: limits::Limits,
 }
 
 impl Webhook {
@@ -137,7 +142,9 @@ impl Webhook {
                 config,
                 resolver,
                 metrics,
+                bodies: limits::Bodies::new(&settings.limits),
             }),
+            limits: settings.limits,
         })
     }
 
@@ -155,7 +162,7 @@ impl Webhook {
         });
         let addr = self.listener.local_addr()?;
         tracing::info!(listen = %addr, "webhook serving");
-        server::serve_tls(self.listener, self.tls, server::router(self.state), handle).await?;
+        server::serve_tls(self.listener, self.tls, self.state, self.limits, handle).await?;
         tracing::info!("webhook stopped");
         Ok(())
     }

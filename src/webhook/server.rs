@@ -1,22 +1,21 @@
 //! The HTTPS admission server: `POST /mutate` over rustls with HTTP/1.1 and HTTP/2 (ALPN).
 //!
-//! The handler only wires I/O: it reads the body, hands it to [`review`], counts and logs the
-//! result and writes the answer.
+//! The handler only wires I/O: it reads the body (within the [`Limits`]), hands it to
+//! [`review`], counts and logs the result and writes the answer.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use super::limits::{Bodies, BodyError, ConnectionCap, GuardedAcceptor, Limits};
 use super::mutate::MutateConfig;
 use super::review::{TokenResolver, review};
-use crate::metrics::{AdmissionResult, Metrics};
+use crate::metrics::{AdmissionResult, Metrics, WebhookTimeout};
 
 /// Largest AdmissionReview accepted; larger bodies get HTTP 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -26,13 +25,14 @@ pub struct WebhookState {
     pub config: MutateConfig,
     pub resolver: Arc<dyn TokenResolver>,
     pub metrics: Arc<Metrics>,
+    /// Request bodies: their deadline and memory budget.
+    pub bodies: Bodies,
 }
 
 /// The webhook's router: `POST /mutate`.
 pub fn router(state: Arc<WebhookState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate_handler))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -45,25 +45,47 @@ fn plain(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-async fn mutate_handler(
-    State(state): State<Arc<WebhookState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            state.metrics.admission(AdmissionResult::error);
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("AdmissionReview larger than {MAX_BODY_BYTES} bytes")
-            } else {
-                format!("cannot read the request body: {}", rejection.body_text())
-            };
-            tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
-            return plain(status, message);
+/// The answer to a body that could not be read; an HTTP/1.1 connection is closed after it, so
+/// a client cannot keep trickling.
+fn refuse_body(state: &WebhookState, version: Version, refused: BodyError) -> Response {
+    state.metrics.admission(AdmissionResult::error);
+    let (status, message) = match refused {
+        BodyError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("AdmissionReview larger than {MAX_BODY_BYTES} bytes"),
+        ),
+        BodyError::TimedOut => {
+            state.metrics.webhook_timeout(WebhookTimeout::body_read);
+            let message = "the request body was not sent within the body-read timeout";
+            (StatusCode::REQUEST_TIMEOUT, message.to_owned())
         }
+        BodyError::Busy => {
+            state.metrics.webhook_timeout(WebhookTimeout::body_budget);
+            let message = "too many request bodies in flight; retry";
+            (StatusCode::SERVICE_UNAVAILABLE, message.to_owned())
+        }
+        BodyError::Read(why) => (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {why}"),
+        ),
     };
+    tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
+    let mut response = plain(status, message);
+    if version <= Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn mutate_handler(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (body, _room) = match state.bodies.read(&parts.headers, body).await {
+        Ok(read) => read,
+        Err(refused) => return refuse_body(&state, parts.version, refused),
+    };
+    let started = Instant::now();
     let response = match review(&body, &state.config, state.resolver.as_ref()) {
         Ok(answer) => {
             state.metrics.admission(answer.result);
@@ -97,21 +119,37 @@ async fn mutate_handler(
     response
 }
 
-/// Serves `router` over TLS on an already bound listener until `handle` shuts it down.
+/// Serves the webhook over TLS on an already bound listener, within `limits`, until `handle`
+/// shuts it down.
 pub async fn serve_tls(
     listener: std::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Router,
+    state: Arc<WebhookState>,
+    limits: Limits,
     handle: axum_server::Handle<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    // TCP_NODELAY: an answer is one small write that must not wait for the peer's delayed ACK.
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    axum_server::from_tcp(listener)?
-        .acceptor(acceptor)
+    let connections = ConnectionCap::new(router(state.clone()), &limits, state.metrics.clone());
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(GuardedAcceptor::new(tls, &limits))
         .handle(handle)
-        .serve(router.into_make_service())
-        .await
+        .first_request_timeout(limits.header_read_timeout);
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(HTTP1_BUFFER);
+    builder
+        .http2()
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(super::limits::HTTP2_KEEPALIVE_TIMEOUT)
+        .initial_stream_window_size(super::limits::HTTP2_WINDOW)
+        .initial_connection_window_size(super::limits::HTTP2_WINDOW)
+        .max_header_list_size(HTTP1_BUFFER as u32);
+    server.serve(connections).await
 }
+
+/// The read buffer of an HTTP/1.1 connection, and so the largest request head (HTTP/2: the
+/// largest header list).
+const HTTP1_BUFFER: usize = 64 * 1024;

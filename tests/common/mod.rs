@@ -15,6 +15,7 @@ use std::time::Duration;
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
 use idaas_projector::testing::install_provider;
+use idaas_projector::webhook::limits::Limits;
 use idaas_projector::webhook::mutate::MutateConfig;
 use idaas_projector::webhook::review::Standalone;
 use idaas_projector::webhook::server::{self, WebhookState};
@@ -73,6 +74,11 @@ pub struct TestServer {
 }
 
 pub async fn start_server(pair: &Pair) -> TestServer {
+    start_server_with(pair, Limits::default()).await
+}
+
+/// [`start_server`] within `limits`.
+pub async fn start_server_with(pair: &Pair, limits: Limits) -> TestServer {
     install_provider();
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -91,11 +97,12 @@ pub async fn start_server(pair: &Pair) -> TestServer {
         },
         resolver: Arc::new(Standalone),
         metrics: metrics.clone(),
+        bodies: idaas_projector::webhook::limits::Bodies::new(&limits),
     });
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
-        server::serve_tls(listener, config, server::router(state), h)
+        server::serve_tls(listener, config, state, limits, h)
             .await
             .unwrap();
     });

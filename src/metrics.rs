@@ -17,7 +17,7 @@ pub enum AdmissionResult {
     skipped,
     /// Refused with a message.
     denied,
-    /// The request could not be read (HTTP 400 or 413).
+    /// The request could not be read (HTTP 400, 408, 413 or 503).
     error,
 }
 

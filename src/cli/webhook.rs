@@ -14,6 +14,9 @@ use crate::webhook::limits::Limits;
 use crate::webhook::mutate::{DEFAULT_TOKEN_WAIT, MutateConfig};
 use crate::webhook::{Settings, TlsSource, certs};
 
+/// The largest `--max-connections`: beyond what one process can hold open anyway.
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
     /// Run without a Kubernetes API: resolve pods from their annotations and these flags only
@@ -287,6 +290,11 @@ impl LimitArgs {
         if self.max_bodies_in_flight > 1024 {
             return Err("--max-bodies-in-flight must be at most 1024 (4 GiB)".to_owned());
         }
+        if self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(format!(
+                "--max-connections must be at most {MAX_CONNECTIONS_LIMIT}"
+            ));
+        }
         Ok(Limits {
             header_read_timeout: self.header_read_timeout,
             body_read_timeout: self.body_read_timeout,
@@ -359,6 +367,11 @@ mod tests {
                 "--max-bodies-in-flight",
                 "1025",
                 "--max-bodies-in-flight must be at most 1024 (4 GiB)",
+            ),
+            (
+                "--max-connections",
+                "1048577",
+                "--max-connections must be at most 1048576",
             ),
         ] {
             assert_eq!(limits(&[flag, value]).unwrap_err(), why, "{flag} {value}");

@@ -195,6 +195,11 @@ async fn expect(
     body
 }
 
+/// The next request is the M2MToken's status patch: answers it and returns the body sent.
+async fn expect_status_patch(api: &mut MockApi) -> Value {
+    expect(api, Method::PATCH, STATUS_PATH, (StatusCode::OK, json!({}))).await
+}
+
 const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/payments";
 const SECRETS_PATH: &str = "/api/v1/namespaces/shop/secrets";
 const CREDS_PATH: &str = "/api/v1/namespaces/shop/secrets/payments-idaas-client";
@@ -314,13 +319,7 @@ async fn run_refresh_success_with(
     .await;
     assert_eq!(event["reason"], "Refreshed");
     assert_eq!(event["type"], "Normal");
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let (s, reason, _) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("True", "Refreshed"));
     assert_eq!(status["status"]["subject"], CLIENT_ID);
@@ -536,13 +535,7 @@ async fn refresh_fails(
     .await;
     assert_eq!(event["reason"], want_event);
     assert_eq!(event["type"], "Warning");
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let (s, reason, message) = ready(&status);
     assert_eq!(s, "False");
     assert_eq!(reason, want_reason, "{message}");
@@ -631,13 +624,7 @@ async fn a_foreign_secret_with_the_same_name_is_left_alone() {
         (StatusCode::OK, foreign),
     )
     .await;
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let (s, reason, _) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretConflict"));
     task.await.unwrap().unwrap();
@@ -666,13 +653,7 @@ async fn failure_then_backoff(between: impl Fn(&Harness)) -> (Harness, IdaasEmul
                 (StatusCode::OK, json!({})),
             )
             .await;
-            expect(
-                &mut h.api,
-                Method::PATCH,
-                STATUS_PATH,
-                (StatusCode::OK, json!({})),
-            )
-            .await;
+            expect_status_patch(&mut h.api).await;
         }
         task.await.unwrap().unwrap();
         h.api.expect_no_more().await;
@@ -722,13 +703,7 @@ async fn run_credentials_problem(credentials: (StatusCode, Value)) -> (String, S
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
     expect(&mut h.api, Method::GET, CREDS_PATH, credentials).await;
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
     assert_eq!(emu.token_requests(), 0, "the credentials were never sent");
@@ -830,13 +805,7 @@ async fn a_secret_created_by_someone_else_before_the_write_is_a_conflict() {
     .await;
     assert_applied_secret(&created, None);
     // No apply over it, no event: only the status.
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let (s, reason, message) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretConflict"));
     assert!(
@@ -866,13 +835,7 @@ async fn look_without_status(h: &mut Harness, issuer: &str, written: &Value) -> 
     let task = spawn_reconcile(h, m2mtoken(issuer, "12h"));
     let secret = (StatusCode::OK, written.clone());
     answer_reads(&mut h.api, secret, credentials_secret()).await;
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
     (status, action)
@@ -967,13 +930,7 @@ async fn not_allowed(t: M2MToken, emu: &IdaasEmulator, want_reason: &str, names:
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(&emu.origin(), metrics.clone());
     let task = spawn_reconcile(&h, t);
-    let status = expect(
-        &mut h.api,
-        Method::PATCH,
-        STATUS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
+    let status = expect_status_patch(&mut h.api).await;
     let (s, reason, message) = ready(&status);
     assert_eq!((s.as_str(), reason.as_str()), ("False", want_reason));
     assert!(message.contains(names), "{message}");

@@ -463,6 +463,9 @@ impl IdaasClient {
         jwks_uri: &str,
         satisfies: impl Fn(&JwkSet) -> bool,
     ) -> Result<JwkSet, FetchError> {
+        // Refused before a cache slot is made for it, so URIs that may not be fetched take no
+        // room in the cache.
+        self.allow(Target::Endpoint, jwks_uri)?;
         let slot = self.jwks_slot(jwks_uri);
         let mut entry = slot.lock().await;
         let mut miss_refetch = false;
@@ -525,6 +528,7 @@ impl IdaasClient {
         let builder = self.inner.http.get(url).header(ACCEPT, "application/json");
         self.send("GET", target, url, builder).await
     }
+
     /// Sends a request and reads the (size-capped) body; transport errors become
     /// [`FetchError`]s.
     ///

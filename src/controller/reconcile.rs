@@ -569,6 +569,9 @@ impl<'a> Run<'a> {
     }
 
     async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        if self.ctx.may_write().is_err() {
+            return;
+        }
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -577,9 +580,6 @@ impl<'a> Run<'a> {
             secondary: None,
         };
         let target = self.token.object_ref(&());
-        if self.ctx.may_write().is_err() {
-            return;
-        }
         if let Err(e) = self.ctx.recorder.publish(&event, &target).await {
             tracing::debug!(error = %e, "cannot publish event");
         }

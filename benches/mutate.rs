@@ -6,8 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use idaas_projector::webhook::mutate::{MutateConfig, TokenLookup, mutate};
-use idaas_projector::webhook::review::{Standalone, review};
+use idaas_projector::testing::review_now;
+use idaas_projector::webhook::mutate::{MutateConfig, Scope, TokenLookup, mutate};
+use idaas_projector::webhook::review::{Standalone, Via};
 use serde_json::json;
 
 fn typical_pod() -> serde_json::Value {
@@ -62,9 +63,12 @@ fn bench(c: &mut Criterion) {
     let cfg = config();
     c.bench_function("mutate/3-container pod", |b| {
         b.iter(|| {
-            mutate(black_box(&pod), Some("shop"), &cfg, |_| {
-                TokenLookup::Standalone
-            })
+            mutate(
+                black_box(&pod),
+                &Scope::pod_only(Some("shop")),
+                &cfg,
+                |_| TokenLookup::Standalone,
+            )
             .unwrap()
         })
     });
@@ -74,7 +78,7 @@ fn bench(c: &mut Criterion) {
     ))
     .unwrap();
     c.bench_function("review/3-container pod (parse, mutate, encode)", |b| {
-        b.iter(|| review(black_box(&body), &cfg, &Standalone).unwrap())
+        b.iter(|| review_now(black_box(&body), Via::Annotation, &cfg, &Standalone).unwrap())
     });
     c.bench_function("parse only/3-container pod (serde_json::Value)", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
@@ -85,7 +89,7 @@ fn bench(c: &mut Criterion) {
             continue;
         };
         c.bench_function(&format!("review/{} KiB load-test pod", size / 1024), |b| {
-            b.iter(|| review(black_box(&body), &cfg, &Standalone).unwrap())
+            b.iter(|| review_now(black_box(&body), Via::Annotation, &cfg, &Standalone).unwrap())
         });
         c.bench_function(
             &format!("parse only/{} KiB load-test pod", size / 1024),

@@ -152,6 +152,23 @@ pub struct TimeoutLabels {
     pub timeout: WebhookTimeout,
 }
 
+/// Outcome of asking the API server for a ServiceAccount the webhook's cache did not hold.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AccountFetch {
+    /// The ServiceAccount exists (it was created a moment before its pod).
+    found,
+    /// No such ServiceAccount.
+    not_found,
+    /// The API server could not be asked, or answered with an error: the pod was refused.
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountFetchLabels {
+    pub result: AccountFetch,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
@@ -172,6 +189,8 @@ pub struct Metrics {
     pub webhook_open_connections: Gauge,
     /// `idaas_projector_webhook_timeouts_total{timeout}`.
     pub webhook_timeouts: Family<TimeoutLabels, Counter>,
+    /// `idaas_projector_webhook_service_account_fetches_total{result}`.
+    pub account_fetches: Family<AccountFetchLabels, Counter>,
     /// `idaas_projector_token_refreshes_total{result,reason}`.
     pub refreshes: Family<RefreshLabels, Counter>,
     /// `idaas_projector_idaas_request_duration_seconds`.
@@ -233,6 +252,12 @@ impl Metrics {
             "Connections closed and requests refused by the webhook's timeouts, by timeout",
             webhook_timeouts.clone(),
         );
+        let account_fetches = Family::<AccountFetchLabels, Counter>::default();
+        registry.register(
+            "webhook_service_account_fetches",
+            "ServiceAccounts the webhook asked the API server for because its cache did not hold them, by result",
+            account_fetches.clone(),
+        );
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "token_refreshes",
@@ -284,7 +309,15 @@ impl Metrics {
             certificate_reloads,
             webhook_open_connections,
             webhook_timeouts,
+            account_fetches,
         }
+    }
+
+    /// Counts one ServiceAccount fetched on a cache miss.
+    pub fn account_fetch(&self, result: AccountFetch) {
+        self.account_fetches
+            .get_or_create(&AccountFetchLabels { result })
+            .inc();
     }
 
     /// Counts one connection closed or request refused by a webhook timeout.

@@ -6,6 +6,12 @@
 //!   holds no such M2MToken; an object = the M2MToken's `spec` (plus optional `metadata.name`) found
 //!   in the pod's namespace;
 //! - `config` (optional): `initImage`, `defaultOidcProviderArn`, `defaultStsRegion`;
+//! - `via` (optional): `"namespace"` when the request comes through the entry for namespaces
+//!   labelled `idaas-projector.io/injection: enabled` (path `/mutate/namespace`); else the
+//!   annotation-matched entry (`/mutate`);
+//! - `serviceAccount` (optional, read only with `via: namespace`): absent or `null` = no such
+//!   ServiceAccount; `"unavailable"` = the cache has not synced; an object = the pod's
+//!   ServiceAccount, `{"name": ..., "annotations": {...}}`;
 //! - `review`: the AdmissionReview sent;
 //! - `expect`: `{"allowed": true, "patch": [...] | null, "warnings": [...]}` or
 //!   `{"allowed": false, "message": "..."}`.
@@ -19,21 +25,12 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use idaas_projector::webhook::mutate::{MutateConfig, TokenDefaults, TokenLookup};
-use idaas_projector::webhook::review::{TokenResolver, review};
+use idaas_projector::testing::{FixedResolver, review_now};
+use idaas_projector::webhook::mutate::{
+    AccountAnnotations, AccountLookup, MutateConfig, TokenDefaults, TokenLookup,
+};
+use idaas_projector::webhook::review::Via;
 use serde_json::{Value, json};
-
-struct CaseResolver(Option<Option<TokenDefaults>>);
-
-impl TokenResolver for CaseResolver {
-    fn lookup(&self, _namespace: &str, _name: &str) -> TokenLookup {
-        match &self.0 {
-            None => TokenLookup::Standalone,
-            Some(None) => TokenLookup::NotFound,
-            Some(Some(d)) => TokenLookup::Found(d.clone()),
-        }
-    }
-}
 
 fn case_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/admission");
@@ -58,27 +55,54 @@ fn config_of(case: &Value) -> MutateConfig {
     }
 }
 
-fn resolver_of(case: &Value) -> CaseResolver {
-    match case.get("m2mtoken") {
-        None => CaseResolver(None),
-        Some(Value::Null) => CaseResolver(Some(None)),
+fn resolver_of(case: &Value) -> FixedResolver {
+    let token = match case.get("m2mtoken") {
+        None => TokenLookup::Standalone,
+        Some(Value::Null) => TokenLookup::NotFound,
         Some(t) => {
             let name = t["metadata"]["name"].as_str().unwrap_or("token");
             let spec = &t["spec"];
             let s = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_owned);
-            CaseResolver(Some(Some(TokenDefaults {
+            TokenLookup::Found(TokenDefaults {
                 secret_name: s("secretName").unwrap_or_else(|| name.to_owned()),
                 role_arn: s("roleArn"),
                 oidc_provider_arn: s("oidcProviderArn"),
-            })))
+            })
         }
+    };
+    let account = match case.get("serviceAccount") {
+        None | Some(Value::Null) => AccountLookup::Absent,
+        Some(Value::String(s)) if s == "unavailable" => AccountLookup::Unavailable(
+            "the webhook has not loaded the cluster's ServiceAccounts yet; retry in a few seconds"
+                .to_owned(),
+        ),
+        Some(sa) => AccountLookup::Found(AccountAnnotations {
+            name: sa["name"].as_str().expect("serviceAccount.name").to_owned(),
+            annotations: serde_json::from_value(sa["annotations"].clone())
+                .expect("serviceAccount.annotations: strings"),
+        }),
+    };
+    FixedResolver { token, account }
+}
+
+fn via_of(case: &Value) -> Via {
+    match case.get("via").and_then(Value::as_str) {
+        Some("namespace") => Via::Namespace,
+        None | Some("annotation") => Via::Annotation,
+        Some(other) => panic!("via {other:?}: expected \"namespace\" or \"annotation\""),
     }
 }
 
 /// Sends a review and returns the response in the golden `expect` shape.
-fn answer(review_json: &Value, config: &MutateConfig, resolver: &CaseResolver) -> (Value, Value) {
+fn answer(
+    review_json: &Value,
+    via: Via,
+    config: &MutateConfig,
+    resolver: &FixedResolver,
+) -> (Value, Value) {
     let body = serde_json::to_vec(review_json).unwrap();
-    let answer = review(&body, config, resolver).expect("a well-formed review gets an answer");
+    let answer =
+        review_now(&body, via, config, resolver).expect("a well-formed review gets an answer");
     let out: Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(out["apiVersion"], review_json["apiVersion"]);
     assert_eq!(out["kind"], review_json["kind"]);
@@ -118,7 +142,8 @@ fn golden_admission_cases() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let config = config_of(&case);
         let resolver = resolver_of(&case);
-        let (got, _) = answer(&case["review"], &config, &resolver);
+        let via = via_of(&case);
+        let (got, _) = answer(&case["review"], via, &config, &resolver);
 
         if update {
             case["expect"] = got.clone();
@@ -140,7 +165,7 @@ fn golden_admission_cases() {
                 .unwrap_or_else(|e| panic!("{name}: the patch does not apply: {e}"));
             let mut again = case["review"].clone();
             again["request"]["object"] = pod;
-            let (second, _) = answer(&again, &config, &resolver);
+            let (second, _) = answer(&again, via, &config, &resolver);
             if !second["patch"].is_null() {
                 failures.push(format!(
                     "{name}: not idempotent, the second call patches {}",

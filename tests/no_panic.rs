@@ -1,8 +1,9 @@
 //! Bad input never crashes the webhook: arbitrary bytes and arbitrary JSON in every position of
 //! an AdmissionReview get an answer or a 400, never a panic.
 
+use idaas_projector::testing::review_now;
 use idaas_projector::webhook::mutate::MutateConfig;
-use idaas_projector::webhook::review::{Standalone, review};
+use idaas_projector::webhook::review::{Standalone, Via};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -49,13 +50,15 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = review(&body, &MutateConfig::default(), &Standalone);
+        for via in [Via::Annotation, Via::Namespace] {
+            let _ = review_now(&body, via, &MutateConfig::default(), &Standalone);
+        }
     }
 
     #[test]
     fn arbitrary_json_in_the_pod(annotations in arb_json(), spec in arb_json()) {
         let body = pod_with(annotations, spec);
-        prop_assert!(review(&body, &MutateConfig::default(), &Standalone).is_ok());
+        prop_assert!(review_now(&body, Via::Annotation, &MutateConfig::default(), &Standalone).is_ok());
     }
 
     #[test]
@@ -75,6 +78,6 @@ proptest! {
         });
         let spec = json!({"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]});
         let body = pod_with(annotations, spec);
-        prop_assert!(review(&body, &MutateConfig::default(), &Standalone).is_ok());
+        prop_assert!(review_now(&body, Via::Annotation, &MutateConfig::default(), &Standalone).is_ok());
     }
 }

@@ -30,11 +30,13 @@ use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
+use idaas_projector::testing::{FixedResolver, review_now};
 use idaas_projector::webhook::annotations as crate_annotations;
 use idaas_projector::webhook::mutate::{
-    self as crate_mutate, MutateConfig, Mutation, TokenDefaults, TokenLookup, mutate,
+    self as crate_mutate, AccountLookup, MutateConfig, Mutation, Scope, TokenDefaults, TokenLookup,
+    mutate,
 };
-use idaas_projector::webhook::review::{TokenResolver, review};
+use idaas_projector::webhook::review::Via;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -59,6 +61,8 @@ const INJECTED: &str = "idaas-projector.io/injected";
 const VOLUME: &str = "idaas-projector-token";
 const MOUNT_PATH: &str = "/var/run/secrets/idaas-projector.io";
 const TOKEN_FILE: &str = "/var/run/secrets/idaas-projector.io/token";
+const WINDOWS_MOUNT_PATH: &str = r"C:\var\run\secrets\idaas-projector.io";
+const WINDOWS_TOKEN_FILE: &str = r"C:\var\run\secrets\idaas-projector.io\token";
 const WAIT_CONTAINER: &str = "idaas-projector-wait";
 
 const ENV_ROLE_ARN: &str = "ALIBABA_CLOUD_ROLE_ARN";
@@ -1267,15 +1271,23 @@ fn name_of(v: &Value) -> &str {
 }
 
 fn same_path(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    a.trim_end_matches(['/', '\\']) == b.trim_end_matches(['/', '\\'])
 }
 
 fn is_windows(spec: &Value) -> bool {
+    let selector = |label: &str| spec.get("nodeSelector").and_then(|s| s.get(label));
     spec.pointer("/os/name") == Some(&json!("windows"))
-        || spec
-            .get("nodeSelector")
-            .and_then(|s| s.get("kubernetes.io/os"))
-            == Some(&json!("windows"))
+        || selector("kubernetes.io/os") == Some(&json!("windows"))
+        || selector("beta.kubernetes.io/os") == Some(&json!("windows"))
+}
+
+/// Where the token is mounted, and the token file: the Windows forms in a Windows pod.
+fn paths_for(spec: &Value) -> (&'static str, &'static str) {
+    if is_windows(spec) {
+        (WINDOWS_MOUNT_PATH, WINDOWS_TOKEN_FILE)
+    } else {
+        (MOUNT_PATH, TOKEN_FILE)
+    }
 }
 
 /// The user's containers: regular ones, then init containers other than the webhook's own.
@@ -1359,7 +1371,7 @@ fn oracle(case: &Case) -> Outcome {
         }
         for m in items(c, "volumeMounts") {
             let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
-            if same_path(path, MOUNT_PATH) && name_of(m) != VOLUME {
+            if same_path(path, paths_for(spec).0) && name_of(m) != VOLUME {
                 reasons.push(MOUNT_PATH);
             }
         }
@@ -1426,21 +1438,18 @@ fn oracle(case: &Case) -> Outcome {
 
 fn run(case: &Case, pod: &Value) -> Result<Mutation, crate_mutate::Denial> {
     let lookup = case.lookup.clone();
-    mutate(pod, case.namespace.as_deref(), &case.config, |_| lookup)
+    mutate(
+        pod,
+        &Scope::pod_only(case.namespace.as_deref()),
+        &case.config,
+        |_| lookup,
+    )
 }
 
 fn apply(pod: &Value, patch: &json_patch::Patch) -> Result<Value, String> {
     let mut out = pod.clone();
     json_patch::patch(&mut out, patch).map_err(|e| e.to_string())?;
     Ok(out)
-}
-
-struct CaseResolver(TokenLookup);
-
-impl TokenResolver for CaseResolver {
-    fn lookup(&self, _namespace: &str, _name: &str) -> TokenLookup {
-        self.0.clone()
-    }
 }
 
 /// The same case through the AdmissionReview envelope.
@@ -1462,7 +1471,11 @@ fn check_review(r: &Ran<'_>, uid: &str, operation: &str) -> Result<(), TestCaseE
         "request": request,
     }))
     .unwrap();
-    let answer = review(&body, &case.config, &CaseResolver(case.lookup.clone()))
+    let resolver = FixedResolver {
+        token: case.lookup.clone(),
+        account: AccountLookup::Absent,
+    };
+    let answer = review_now(&body, Via::Annotation, &case.config, &resolver)
         .map_err(|e| TestCaseError::fail(format!("a well-formed review got a 400: {e}")))?;
     let out: Value = serde_json::from_slice(&answer.body).unwrap();
     let response = &out["response"];
@@ -1744,7 +1757,10 @@ fn user_settings_kept(r: &Ran<'_>) -> Result<(), TestCaseError> {
                     ENV_OIDC_PROVIDER_ARN,
                     Some(expected.oidc_provider_arn.clone()),
                 ),
-                (ENV_OIDC_TOKEN_FILE, Some(TOKEN_FILE.to_owned())),
+                (
+                    ENV_OIDC_TOKEN_FILE,
+                    Some(paths_for(&case.pod["spec"]).1.to_owned()),
+                ),
                 (ENV_ROLE_SESSION_NAME, expected.session_name.clone()),
             ];
             if let Some(r) = &expected.sts_region {
@@ -1914,7 +1930,7 @@ fn output_valid(r: &Ran<'_>) -> Result<(), TestCaseError> {
         if case.selection.selects(name_of(c)) {
             prop_assert!(
                 items(c, "volumeMounts").iter().any(|m| name_of(m) == VOLUME
-                    && same_path(m["mountPath"].as_str().unwrap_or(""), MOUNT_PATH)),
+                    && same_path(m["mountPath"].as_str().unwrap_or(""), paths_for(spec).0)),
                 "{} mounts the token",
                 name_of(c)
             );

@@ -7,7 +7,13 @@ pub const MIN_SESSION_DURATION_SECS: u64 = 900;
 /// The longest maximum session duration a RAM role can have.
 pub const MAX_SESSION_DURATION_SECS: u64 = 43_200;
 
-fn validate_arn(arn: &str, resource: &str, max_name: usize, extra: &[u8]) -> Result<(), String> {
+/// The account ID and the resource name of `acs:ram::<account id>:<resource>/<name>`, checked.
+fn split_arn<'a>(
+    arn: &'a str,
+    resource: &str,
+    max_name: usize,
+    extra: &[u8],
+) -> Result<(&'a str, &'a str), String> {
     let rest = arn
         .strip_prefix("acs:ram::")
         .ok_or_else(|| "it does not start with acs:ram::".to_owned())?;
@@ -21,6 +27,11 @@ fn validate_arn(arn: &str, resource: &str, max_name: usize, extra: &[u8]) -> Res
         .strip_prefix(resource)
         .and_then(|r| r.strip_prefix('/'))
         .ok_or_else(|| format!("the resource is not {resource}/<name>"))?;
+    validate_name(name, resource, max_name, extra)?;
+    Ok((account, name))
+}
+
+fn validate_name(name: &str, resource: &str, max_name: usize, extra: &[u8]) -> Result<(), String> {
     if name.is_empty()
         || name.len() > max_name
         || !name
@@ -35,14 +46,34 @@ fn validate_arn(arn: &str, resource: &str, max_name: usize, extra: &[u8]) -> Res
     Ok(())
 }
 
+/// RAM role names: 1 to 64 characters of `A-Za-z0-9.@_-`.
+const ROLE_NAME: (&str, usize, &[u8]) = ("role", 64, b"@");
+
 /// Checks `acs:ram::<account id>:role/<name>`.
 pub fn validate_role_arn(arn: &str) -> Result<(), String> {
-    validate_arn(arn, "role", 64, b"@")
+    let (resource, max, extra) = ROLE_NAME;
+    split_arn(arn, resource, max, extra).map(drop)
+}
+
+/// Checks a RAM role name (what follows `role/` in a role ARN).
+pub fn validate_role_name(name: &str) -> Result<(), String> {
+    let (resource, max, extra) = ROLE_NAME;
+    validate_name(name, resource, max, extra)
+}
+
+/// `acs:ram::<account id>:role/<name>`.
+pub fn role_arn(account: &str, role_name: &str) -> String {
+    format!("acs:ram::{account}:role/{role_name}")
 }
 
 /// Checks `acs:ram::<account id>:oidc-provider/<name>`.
 pub fn validate_oidc_provider_arn(arn: &str) -> Result<(), String> {
-    validate_arn(arn, "oidc-provider", 128, b"")
+    oidc_provider_account(arn).map(drop)
+}
+
+/// The account ID of a valid OIDC provider ARN.
+pub fn oidc_provider_account(arn: &str) -> Result<&str, String> {
+    split_arn(arn, "oidc-provider", 128, b"").map(|(account, _)| account)
 }
 
 /// The role session name alphabet of RAM: `A-Za-z0-9.@_-`.
@@ -84,6 +115,22 @@ mod tests {
         assert!(validate_role_arn("acs:ram::1:oidc-provider/a").is_err());
         assert!(validate_oidc_provider_arn("acs:ram::1:oidc-provider/idaas").is_ok());
         assert!(validate_oidc_provider_arn("arn:aws:iam::1:oidc-provider/x").is_err());
+        assert_eq!(
+            oidc_provider_account("acs:ram::1234567890123456:oidc-provider/idaas"),
+            Ok("1234567890123456")
+        );
+        assert_eq!(role_arn("1", "payments"), "acs:ram::1:role/payments");
+    }
+
+    #[test]
+    fn role_names() {
+        for ok in ["a", "payments", "A.b@c_d-e", &"x".repeat(64)] {
+            assert!(validate_role_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "rôle", "a:b", &"x".repeat(65)] {
+            let why = validate_role_name(bad).unwrap_err();
+            assert!(why.contains("1 to 64 characters"), "{why}");
+        }
     }
 
     #[test]

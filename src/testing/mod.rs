@@ -14,6 +14,8 @@
 //! - [`emulator`] and [`reconcile_context`]: the IDaaS emulator and the reconciler's context as
 //!   those tests set them up; [`not_found`], the API server's 404 answer; [`pod_review`], the
 //!   AdmissionReview of a pod.
+//! - [`FixedResolver`] and [`review_now`]: a webhook resolver with fixed answers, and a review
+//!   answered without a runtime (the golden cases, the properties, the fuzz harness).
 
 pub mod fuzz;
 
@@ -177,4 +179,50 @@ pub fn reconcile_context(
         max_concurrent_refreshes,
         Duration::from_secs(60),
     )
+}
+
+/// A webhook resolver with fixed answers: every M2MToken lookup gives `token`; every
+/// ServiceAccount lookup gives `account`, from the "cache".
+#[derive(Debug, Clone)]
+pub struct FixedResolver {
+    pub token: crate::webhook::mutate::TokenLookup,
+    pub account: crate::webhook::mutate::AccountLookup,
+}
+
+impl crate::webhook::review::Resolver for FixedResolver {
+    fn m2m_token(&self, _namespace: &str, _name: &str) -> crate::webhook::mutate::TokenLookup {
+        self.token.clone()
+    }
+
+    fn service_account(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> Option<crate::webhook::mutate::AccountLookup> {
+        Some(self.account.clone())
+    }
+
+    fn fetch_service_account<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::webhook::mutate::AccountLookup> {
+        Box::pin(std::future::ready(self.account.clone()))
+    }
+}
+
+/// Answers a review with a resolver that never waits ([`FixedResolver`], `Standalone`).
+///
+/// # Panics
+/// When the resolver would wait (a real cache missing a ServiceAccount).
+pub fn review_now(
+    body: &[u8],
+    via: crate::webhook::review::Via,
+    config: &crate::webhook::mutate::MutateConfig,
+    resolver: &dyn crate::webhook::review::Resolver,
+) -> Result<crate::webhook::review::Answer, crate::webhook::review::BadReview> {
+    use futures::FutureExt as _;
+    crate::webhook::review::review(body, via, config, resolver)
+        .now_or_never()
+        .expect("a resolver with fixed answers never waits")
 }

@@ -1,39 +1,87 @@
-//! The M2MToken cache the webhook resolves pods against: a reflector over all namespaces.
+//! What the webhook resolves pods against: reflectors over all namespaces of M2MTokens and of
+//! ServiceAccounts' metadata (only their `idaas-projector.io/*` annotations are kept), and a
+//! direct read of a ServiceAccount the cache does not hold yet.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::mutate::{TokenDefaults, TokenLookup};
-use super::review::TokenResolver;
+use super::annotations::PREFIX;
+use super::mutate::{AccountAnnotations, AccountLookup, TokenDefaults, TokenLookup};
+use super::review::Resolver;
 use crate::crd::M2MToken;
+use crate::metrics::{AccountFetch, Metrics};
 
-/// Looks pods' M2MTokens up in a reflector store.
+/// A ServiceAccount's metadata as the cache keeps it.
+pub type AccountMeta = PartialObjectMeta<ServiceAccount>;
+
+/// How long a direct read of a ServiceAccount may take: well inside the admission timeout.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Looks pods' M2MTokens and ServiceAccounts up in reflector stores.
 #[derive(Clone)]
 pub struct CachedResolver {
-    store: Store<M2MToken>,
-    synced: Arc<AtomicBool>,
+    tokens: Store<M2MToken>,
+    accounts: Store<AccountMeta>,
+    tokens_synced: Arc<AtomicBool>,
+    accounts_synced: Arc<AtomicBool>,
+    /// Asks the API server on a cache miss; `None` answers every miss "absent" (tests).
+    client: Option<Client>,
+    metrics: Arc<Metrics>,
 }
 
 impl CachedResolver {
-    /// Resolves against an existing store (tests fill one by hand). Until [`mark_synced`] is
-    /// called every lookup answers [`TokenLookup::Unavailable`].
+    /// Resolves against existing stores (tests fill them by hand). Until [`sync`] sees a store
+    /// ready, every lookup in it answers "unavailable".
     ///
-    /// [`mark_synced`]: CachedResolver::mark_synced
-    pub fn new(store: Store<M2MToken>) -> Self {
+    /// [`sync`]: CachedResolver::sync
+    pub fn new(
+        tokens: Store<M2MToken>,
+        accounts: Store<AccountMeta>,
+        client: Option<Client>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
-            store,
-            synced: Arc::new(AtomicBool::new(false)),
+            tokens,
+            accounts,
+            tokens_synced: Arc::new(AtomicBool::new(false)),
+            accounts_synced: Arc::new(AtomicBool::new(false)),
+            client,
+            metrics,
         }
     }
 
-    /// The store holds the full list: from now on a missing M2MToken is really missing.
-    pub fn mark_synced(&self) {
-        self.synced.store(true, Ordering::SeqCst);
+    /// Waits until both stores hold their full lists, marking each synced as it gets there:
+    /// from then on a missing M2MToken is really missing, and a missing ServiceAccount is read
+    /// from the API server.
+    pub async fn sync(&self) {
+        let tokens = async {
+            if self.tokens.wait_until_ready().await.is_ok() {
+                self.tokens_synced.store(true, Ordering::SeqCst);
+                tracing::info!("M2MToken cache synced");
+            }
+        };
+        let accounts = async {
+            if self.accounts.wait_until_ready().await.is_ok() {
+                self.accounts_synced.store(true, Ordering::SeqCst);
+                tracing::info!("ServiceAccount cache synced");
+            }
+        };
+        futures::join!(tokens, accounts);
+    }
+
+    /// Whether both caches have synced.
+    pub fn synced(&self) -> bool {
+        self.tokens_synced.load(Ordering::SeqCst) && self.accounts_synced.load(Ordering::SeqCst)
     }
 }
 
@@ -50,54 +98,149 @@ pub fn defaults_of(token: &M2MToken) -> TokenDefaults {
     }
 }
 
-impl TokenResolver for CachedResolver {
-    fn lookup(&self, namespace: &str, name: &str) -> TokenLookup {
-        if !self.synced.load(Ordering::SeqCst) {
+/// Keeps of a ServiceAccount's metadata what the webhook reads: the name, the namespace and the
+/// `idaas-projector.io/*` annotations (a cluster's ServiceAccounts then cost little memory).
+pub fn strip(meta: &mut AccountMeta) {
+    let m = &mut meta.metadata;
+    m.managed_fields = None;
+    m.labels = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if let Some(annotations) = &mut m.annotations {
+        annotations.retain(|k, _| k.starts_with(PREFIX));
+    }
+}
+
+/// The annotations the webhook reads, from a ServiceAccount's metadata.
+pub fn account_annotations(name: &str, meta: &AccountMeta) -> AccountAnnotations {
+    let annotations: BTreeMap<String, String> = meta
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    AccountAnnotations {
+        name: name.to_owned(),
+        annotations,
+    }
+}
+
+impl Resolver for CachedResolver {
+    fn m2m_token(&self, namespace: &str, name: &str) -> TokenLookup {
+        if !self.tokens_synced.load(Ordering::SeqCst) {
             return TokenLookup::Unavailable;
         }
-        match self.store.get(&ObjectRef::new(name).within(namespace)) {
+        match self.tokens.get(&ObjectRef::new(name).within(namespace)) {
             Some(token) => TokenLookup::Found(defaults_of(&token)),
             None => TokenLookup::NotFound,
         }
     }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<AccountLookup> {
+        if !self.accounts_synced.load(Ordering::SeqCst) {
+            return Some(AccountLookup::Unavailable(format!(
+                "the webhook has not loaded the cluster's ServiceAccounts yet, so ServiceAccount {name:?} in namespace \
+                 {namespace:?} cannot be read; retry in a few seconds"
+            )));
+        }
+        let meta = self.accounts.get(&ObjectRef::new(name).within(namespace))?;
+        Some(AccountLookup::Found(account_annotations(name, &meta)))
+    }
+
+    fn fetch_service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, AccountLookup> {
+        Box::pin(async move {
+            let Some(client) = &self.client else {
+                return AccountLookup::Absent;
+            };
+            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+            let read = tokio::time::timeout(FETCH_TIMEOUT, api.get_metadata_opt(name)).await;
+            let (result, lookup) = match read {
+                Ok(Ok(Some(meta))) => (
+                    AccountFetch::found,
+                    AccountLookup::Found(account_annotations(name, &meta)),
+                ),
+                Ok(Ok(None)) => (AccountFetch::not_found, AccountLookup::Absent),
+                Ok(Err(e)) => (AccountFetch::error, fetch_failed(namespace, name, &e)),
+                Err(_) => (
+                    AccountFetch::error,
+                    fetch_failed(
+                        namespace,
+                        name,
+                        &format!("no answer within {FETCH_TIMEOUT:?}"),
+                    ),
+                ),
+            };
+            self.metrics.account_fetch(result);
+            lookup
+        })
+    }
 }
 
-/// Starts watching M2MTokens in every namespace. Returns the resolver, and the future that drives
-/// the watch (it runs until the process ends, retrying with backoff on API errors).
+fn fetch_failed(namespace: &str, name: &str, why: &dyn std::fmt::Display) -> AccountLookup {
+    tracing::warn!(%namespace, service_account = %name, error = %why, "cannot read a ServiceAccount");
+    AccountLookup::Unavailable(format!(
+        "the webhook cannot read ServiceAccount {name:?} in namespace {namespace:?} ({why}); retry in a few seconds"
+    ))
+}
+
+/// Starts watching M2MTokens and ServiceAccounts' metadata in every namespace. Returns the
+/// resolver, and the future that drives both watches (it runs until the process ends, retrying
+/// with backoff on API errors); [`CachedResolver::sync`] tells when they have loaded.
 pub fn watch(
     client: Client,
-) -> (
-    CachedResolver,
-    Store<M2MToken>,
-    impl std::future::Future<Output = ()> + Send,
-) {
-    let api: Api<M2MToken> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(|t: &mut M2MToken| {
-                t.metadata.managed_fields = None;
-                t.status = None;
-            }),
+    metrics: Arc<Metrics>,
+) -> (CachedResolver, impl std::future::Future<Output = ()> + Send) {
+    let (token_reader, token_writer) = reflector::store();
+    let tokens = reflector(
+        token_writer,
+        watcher(
+            Api::<M2MToken>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|t: &mut M2MToken| {
+            t.metadata.managed_fields = None;
+            t.status = None;
+        }),
     )
-    .applied_objects();
+    .applied_objects()
+    .map(|item| item.map(drop).map_err(|e| ("M2MToken", e)));
+    let (account_reader, account_writer) = reflector::store();
+    let accounts = reflector(
+        account_writer,
+        // An `Api` of `PartialObjectMeta` lists and watches metadata only.
+        watcher(
+            Api::<AccountMeta>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(strip),
+    )
+    .applied_objects()
+    .map(|item| item.map(drop).map_err(|e| ("ServiceAccount", e)));
     let drive = async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "M2MToken watch error; retrying");
+        let mut events = std::pin::pin!(futures::stream::select(tokens, accounts));
+        while let Some(item) = events.next().await {
+            if let Err((kind, e)) = item {
+                tracing::warn!(error = %e, "{kind} watch error; retrying");
             }
         }
     };
-    (CachedResolver::new(reader.clone()), reader, drive)
+    let resolver = CachedResolver::new(token_reader, account_reader, Some(client), metrics);
+    (resolver, drive)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{ClientAuth, ClientAuthMethod, M2MTokenSpec, SecretKeyRef};
+    use kube::core::PartialObjectMetaExt as _;
     use kube::runtime::watcher::Event;
 
     fn token(ns: &str, name: &str, secret: Option<&str>, role: Option<&str>) -> M2MToken {
@@ -127,27 +270,61 @@ mod tests {
         t
     }
 
-    #[test]
-    fn resolves_from_the_store_by_namespace_and_name() {
-        let (reader, mut writer) = reflector::store::<M2MToken>();
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitApply(token(
+    fn account(ns: &str, name: &str, annotations: &[(&str, &str)]) -> AccountMeta {
+        let mut meta: AccountMeta = kube::core::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.to_owned()),
+            labels: Some([("team".to_owned(), "a".to_owned())].into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+        .into_request_partial::<ServiceAccount>();
+        strip(&mut meta);
+        meta
+    }
+
+    #[tokio::test]
+    async fn resolves_from_the_stores_by_namespace_and_name() {
+        let (tokens, mut token_writer) = reflector::store::<M2MToken>();
+        let (accounts, mut account_writer) = reflector::store::<AccountMeta>();
+        token_writer.apply_watcher_event(&Event::Init);
+        token_writer.apply_watcher_event(&Event::InitApply(token(
             "shop",
             "payments",
             Some("payments-token"),
             Some("acs:ram::1:role/payments"),
         )));
-        writer.apply_watcher_event(&Event::InitApply(token("shop", "plain", None, None)));
-        let resolver = CachedResolver::new(reader);
+        token_writer.apply_watcher_event(&Event::InitApply(token("shop", "plain", None, None)));
+        account_writer.apply_watcher_event(&Event::Init);
+        account_writer.apply_watcher_event(&Event::InitApply(account(
+            "shop",
+            "payments",
+            &[
+                ("idaas-projector.io/m2m-token", "payments"),
+                ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ],
+        )));
+        let resolver = CachedResolver::new(tokens, accounts, None, Arc::new(Metrics::new()));
         assert_eq!(
-            resolver.lookup("shop", "payments"),
+            resolver.m2m_token("shop", "payments"),
             TokenLookup::Unavailable
         );
-        writer.apply_watcher_event(&Event::InitDone);
-        resolver.mark_synced();
+        assert!(matches!(
+            resolver.service_account("shop", "payments"),
+            Some(AccountLookup::Unavailable(why)) if why.contains("retry")
+        ));
+        token_writer.apply_watcher_event(&Event::InitDone);
+        account_writer.apply_watcher_event(&Event::InitDone);
+        resolver.sync().await;
+        assert!(resolver.synced());
 
         assert_eq!(
-            resolver.lookup("shop", "payments"),
+            resolver.m2m_token("shop", "payments"),
             TokenLookup::Found(TokenDefaults {
                 secret_name: "payments-token".into(),
                 role_arn: Some("acs:ram::1:role/payments".into()),
@@ -155,14 +332,50 @@ mod tests {
             })
         );
         assert_eq!(
-            resolver.lookup("shop", "plain"),
+            resolver.m2m_token("shop", "plain"),
             TokenLookup::Found(TokenDefaults {
                 secret_name: "plain".into(),
                 role_arn: None,
                 oidc_provider_arn: None,
             })
         );
-        assert_eq!(resolver.lookup("other", "payments"), TokenLookup::NotFound);
-        assert_eq!(resolver.lookup("shop", "missing"), TokenLookup::NotFound);
+        assert_eq!(
+            resolver.m2m_token("other", "payments"),
+            TokenLookup::NotFound
+        );
+        assert_eq!(resolver.m2m_token("shop", "missing"), TokenLookup::NotFound);
+
+        // Only the project's annotations are kept; a miss is None (then read from the API).
+        assert_eq!(
+            resolver.service_account("shop", "payments"),
+            Some(AccountLookup::Found(AccountAnnotations {
+                name: "payments".into(),
+                annotations: [(
+                    "idaas-projector.io/m2m-token".to_owned(),
+                    "payments".to_owned()
+                )]
+                .into(),
+            }))
+        );
+        assert_eq!(resolver.service_account("other", "payments"), None);
+        assert_eq!(
+            resolver.fetch_service_account("other", "payments").await,
+            AccountLookup::Absent
+        );
+    }
+
+    #[test]
+    fn strip_keeps_only_what_the_webhook_reads() {
+        let meta = account(
+            "shop",
+            "sa",
+            &[("a/b", "c"), ("idaas-projector.io/role-name", "r")],
+        );
+        let m = &meta.metadata;
+        assert_eq!(m.labels, None);
+        assert_eq!(
+            m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            ["idaas-projector.io/role-name"]
+        );
     }
 }

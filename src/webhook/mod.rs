@@ -4,7 +4,7 @@
 //! - [`annotations`]: parsing and validation of the pod annotations (pure).
 //! - [`review`]: the AdmissionReview envelope (pure).
 //! - [`server`], [`tls`], [`certs`], [`cache`]: HTTPS, certificate reload, self-managed
-//!   certificates, the M2MToken cache.
+//!   certificates, the M2MToken and ServiceAccount caches.
 //! - [`limits`]: timeouts, the connection cap and the request-body budget.
 
 pub mod annotations;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::Error;
 use crate::admin::Readiness;
 use crate::metrics::Metrics;
-use review::{Standalone, TokenResolver};
+use review::{Resolver, Standalone};
 
 /// Everything the webhook needs, built by the command from its flags.
 #[derive(Debug, Clone)]
@@ -115,20 +115,19 @@ impl Webhook {
             }
         }
         let config = settings.inject;
-        let resolver: Arc<dyn TokenResolver> = match client {
+        let resolver: Arc<dyn Resolver> = match client {
             None => {
                 readiness.set_caches_synced();
                 tracing::info!("standalone: resolving pods from annotations and flags only");
                 Arc::new(Standalone)
             }
             Some(client) => {
-                let (resolver, reader, drive) = cache::watch(client);
+                let (resolver, drive) = cache::watch(client, metrics.clone());
                 tokio::spawn(drive);
-                let (ready, synced) = (readiness.clone(), resolver.clone());
+                let (ready, syncing) = (readiness.clone(), resolver.clone());
                 tokio::spawn(async move {
-                    if reader.wait_until_ready().await.is_ok() {
-                        tracing::info!("M2MToken cache synced");
-                        synced.mark_synced();
+                    syncing.sync().await;
+                    if syncing.synced() {
                         ready.set_caches_synced();
                     }
                 });

@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
-use super::annotations::{self, PodAnnotations, Selection};
+use super::annotations::{self, Annotations, PodOnly, Role, Selection, Settings, TokenWait};
 
 /// Name of the injected volume.
 pub const VOLUME_NAME: &str = "idaas-projector-token";
@@ -19,6 +21,12 @@ pub const VOLUME_NAME: &str = "idaas-projector-token";
 pub const MOUNT_PATH: &str = "/var/run/secrets/idaas-projector.io";
 /// The token file the SDKs read.
 pub const TOKEN_FILE: &str = "/var/run/secrets/idaas-projector.io/token";
+/// Where the token volume is mounted in a Windows pod.
+pub const WINDOWS_MOUNT_PATH: &str = r"C:\var\run\secrets\idaas-projector.io";
+/// The token file in a Windows pod.
+pub const WINDOWS_TOKEN_FILE: &str = r"C:\var\run\secrets\idaas-projector.io\token";
+/// Node labels that name a node's operating system.
+pub const OS_LABELS: [&str; 2] = ["kubernetes.io/os", "beta.kubernetes.io/os"];
 /// Key of the token in the Secret, and file name in the volume.
 pub const TOKEN_KEY: &str = "token";
 /// Name of the injected init container.
@@ -73,6 +81,50 @@ pub struct TokenDefaults {
     pub oidc_provider_arn: Option<String>,
 }
 
+/// A ServiceAccount as the webhook keeps it: its name and its `idaas-projector.io/*`
+/// annotations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountAnnotations {
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The result of looking up a pod's ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountLookup {
+    /// Found.
+    Found(AccountAnnotations),
+    /// Not looked up (the namespace is not labelled, or `--standalone`), or no such
+    /// ServiceAccount: it contributes nothing.
+    Absent,
+    /// Not known for now (the cache has not synced, or the API server could not be asked): the
+    /// pod is refused with this message, and its controller retries.
+    Unavailable(String),
+}
+
+/// What the webhook knows about a pod besides the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The admission request's namespace (pods being created often lack `metadata.namespace`).
+    pub namespace: Option<&'a str>,
+    /// The namespace is labelled `idaas-projector.io/injection: enabled`: the pod's
+    /// ServiceAccount may opt it in and carry its settings.
+    pub namespace_enabled: bool,
+    /// The pod's ServiceAccount (looked up only when `namespace_enabled`).
+    pub service_account: &'a AccountLookup,
+}
+
+impl<'a> Scope<'a> {
+    /// A namespace that is not labelled: the pod's own annotations decide.
+    pub fn pod_only(namespace: Option<&'a str>) -> Self {
+        Self {
+            namespace,
+            namespace_enabled: false,
+            service_account: &AccountLookup::Absent,
+        }
+    }
+}
+
 /// The result of looking up the M2MToken a pod names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenLookup {
@@ -124,12 +176,35 @@ pub struct Injection {
 }
 
 impl Injection {
+    /// Where the token volume is mounted: the Windows form in a Windows pod.
+    pub fn mount_path(&self) -> &'static str {
+        if self.windows {
+            WINDOWS_MOUNT_PATH
+        } else {
+            MOUNT_PATH
+        }
+    }
+
+    /// The token file the SDK reads: the Windows form in a Windows pod.
+    pub fn token_file(&self) -> &'static str {
+        if self.windows {
+            WINDOWS_TOKEN_FILE
+        } else {
+            TOKEN_FILE
+        }
+    }
+
+    /// The token volume's mount.
+    pub fn mount(&self) -> Value {
+        json!({"name": VOLUME_NAME, "mountPath": self.mount_path(), "readOnly": true})
+    }
+
     /// The environment variables, in the order they are appended.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut vars = vec![
             (env::ROLE_ARN, self.role_arn.clone()),
             (env::OIDC_PROVIDER_ARN, self.oidc_provider_arn.clone()),
-            (env::OIDC_TOKEN_FILE, TOKEN_FILE.to_owned()),
+            (env::OIDC_TOKEN_FILE, self.token_file().to_owned()),
             (env::ROLE_SESSION_NAME, self.role_session_name.clone()),
         ];
         if let Some(region) = &self.sts_region {
@@ -204,7 +279,7 @@ impl Injection {
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [mount()],
+            "volumeMounts": [self.mount()],
         }))
     }
 }
@@ -226,10 +301,6 @@ impl Fnv1a {
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
-}
-
-fn mount() -> Value {
-    json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true})
 }
 
 /// A JSON Pointer from its tokens, escaped per RFC 6901.
@@ -282,17 +353,47 @@ pub fn derive_session_name(namespace: Option<&str>, name: Option<&str>) -> Strin
     cleaned
 }
 
-/// Whether the pod runs on Windows nodes (`spec.os.name` or a `kubernetes.io/os` nodeSelector).
+/// Whether the pod runs on Windows nodes: `spec.os.name`, a nodeSelector on either OS label,
+/// or a required node affinity that admits only `windows`.
 pub fn is_windows(spec: &Map<String, Value>) -> bool {
     let os = spec
         .get("os")
         .and_then(|os| os.get("name"))
         .and_then(Value::as_str);
-    let selector = spec
-        .get("nodeSelector")
-        .and_then(|s| s.get("kubernetes.io/os"))
-        .and_then(Value::as_str);
-    os == Some("windows") || selector == Some("windows")
+    let selector = spec.get("nodeSelector");
+    os == Some("windows")
+        || OS_LABELS.iter().any(|label| {
+            selector.and_then(|s| s.get(*label)).and_then(Value::as_str) == Some("windows")
+        })
+        || affinity_admits_only_windows(spec)
+}
+
+/// Every term of the required node affinity (terms are ORed) has an `In` expression on an OS
+/// label whose values are all `windows`.
+fn affinity_admits_only_windows(spec: &Map<String, Value>) -> bool {
+    let terms = spec
+        .get("affinity")
+        .and_then(|a| {
+            a.pointer(
+                "/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+            )
+        })
+        .and_then(Value::as_array);
+    let windows_only = |e: &Value| {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let values = e.get("values").and_then(Value::as_array);
+        OS_LABELS.contains(&key)
+            && e.get("operator").and_then(Value::as_str) == Some("In")
+            && values.is_some_and(|v| !v.is_empty() && v.iter().all(|v| v == "windows"))
+    };
+    terms.is_some_and(|terms| {
+        !terms.is_empty()
+            && terms.iter().all(|term| {
+                term.get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|exprs| exprs.iter().any(windows_only))
+            })
+    })
 }
 
 struct ContainerRef<'a> {
@@ -339,23 +440,43 @@ fn named<'a>(list: Option<&'a Value>, name: &str) -> Option<&'a Value> {
 }
 
 fn same_path(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    let trim = |p: &str| p.trim_end_matches(['/', '\\']).to_owned();
+    trim(a) == trim(b)
+}
+
+/// What a pod asks for, read from its annotations and (in a labelled namespace) its
+/// ServiceAccount's.
+struct Wanted<'a> {
+    m2m_token: String,
+    /// The pod's settings, then the ServiceAccount's: the first that sets a value wins.
+    levels: [Settings; 2],
+    pod_only: PodOnly,
+    /// The ServiceAccount's annotations, when the namespace is labelled and it was found.
+    account: Option<Annotations<'a>>,
+}
+
+impl Wanted<'_> {
+    /// The first level's value of one setting.
+    fn first<T>(&self, f: impl Fn(&Settings) -> Option<T>) -> Option<T> {
+        self.levels.iter().find_map(f)
+    }
 }
 
 /// Decides what to do with one pod.
 ///
-/// `namespace` is the admission request's namespace (pods being created often lack
-/// `metadata.namespace`). `lookup` resolves the M2MToken the pod names.
+/// `scope` holds the request's namespace and, in a labelled namespace, the pod's
+/// ServiceAccount; `lookup` resolves the M2MToken the pod names.
 pub fn mutate(
     pod: &Value,
-    namespace: Option<&str>,
+    scope: &Scope<'_>,
     config: &MutateConfig,
     lookup: impl FnOnce(&str) -> TokenLookup,
 ) -> Result<Mutation, Denial> {
-    let (metadata, pod_annotations) = pod_metadata(pod)?;
-    let Some(wanted) =
-        annotations::parse(pod_annotations, config.default_token_wait).map_err(Denial)?
-    else {
+    let meta = pod_metadata(pod)?;
+    if opted_out(meta.labels) {
+        return Ok(Mutation::Skipped);
+    }
+    let Some(wanted) = wanted(meta.annotations, scope)? else {
         return Ok(Mutation::Skipped);
     };
     let spec = pod
@@ -365,32 +486,37 @@ pub fn mutate(
     let regular = containers(spec, "containers")?;
     let init: Vec<ContainerRef<'_>> = containers(spec, "initContainers")?;
     let user_init = || init.iter().filter(|c| c.name != INIT_CONTAINER_NAME);
-    check_selection(&wanted.selection, regular.iter().chain(user_init()))?;
+    let selection = &wanted.pod_only.selection;
+    check_selection(selection, regular.iter().chain(user_init()))?;
 
     let lookup = lookup(&wanted.m2m_token);
     let not_found = matches!(lookup, TokenLookup::NotFound);
-    let (defaults, found) = token_defaults(&wanted, lookup)?;
-    let mut injection = resolve(&wanted, defaults, found, namespace, metadata, spec, config)?;
+    let (defaults, found) = token_defaults(&wanted.m2m_token, lookup)?;
+    let mut injection = resolve(&wanted, defaults, found, scope, meta.metadata, spec, config)?;
+    let requested_wait = injection.token_wait.is_some();
     let any_selected = regular
         .iter()
         .chain(user_init())
-        .any(|c| wanted.selection.selects(c.name));
+        .any(|c| selection.selects(c.name));
     if !any_selected {
         // No container reads the token: holding the pod for it would only delay it.
         injection.token_wait = None;
     }
-    let mut warnings = warnings(&wanted, &injection, any_selected, not_found);
-    let already_injected = pod_annotations.is_some_and(|a| a.contains_key(annotations::INJECTED));
+    let mut warnings = warnings(&wanted, &injection, any_selected, not_found, requested_wait);
+    warnings.extend(legacy_label_warning(meta.labels));
+    let already_injected = meta
+        .annotations
+        .is_some_and(|a| a.contains_key(annotations::INJECTED));
     check_container_names(already_injected, &regular, &init, &injection)?;
 
     let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
-    ops.extend(injected_annotation_op(pod_annotations, injection.hash()));
+    ops.extend(injected_annotation_op(meta.annotations, injection.hash()));
     ops.extend(volume_op(spec, already_injected, &injection)?);
     // Mounts and environment of every selected container.
     let vars = injection.env();
     for c in regular.iter().chain(user_init()) {
-        if wanted.selection.selects(c.name) {
-            container_ops(c, &vars, &mut ops, &mut warnings)?;
+        if selection.selects(c.name) {
+            container_ops(c, &injection, &vars, &mut ops, &mut warnings)?;
         }
     }
     // The init container goes first; inserting at index 0 shifts the others, so it comes last.
@@ -410,8 +536,14 @@ pub fn mutate(
 
 type Object = Map<String, Value>;
 
-/// The pod's metadata and annotations, each absent or an object.
-fn pod_metadata(pod: &Value) -> Result<(Option<&Object>, Option<&Object>), Denial> {
+/// The parts of a pod's metadata the decision reads, each absent or an object.
+struct PodMeta<'a> {
+    metadata: Option<&'a Object>,
+    annotations: Option<&'a Object>,
+    labels: Option<&'a Object>,
+}
+
+fn pod_metadata(pod: &Value) -> Result<PodMeta<'_>, Denial> {
     let pod = pod
         .as_object()
         .ok_or_else(|| Denial("the object is not a Pod: expected a JSON object".to_owned()))?;
@@ -420,42 +552,109 @@ fn pod_metadata(pod: &Value) -> Result<(Option<&Object>, Option<&Object>), Denia
         Some(Value::Object(m)) => Some(m),
         Some(_) => return Err(Denial("metadata is not an object".to_owned())),
     };
-    let annotations = match metadata.and_then(|m| m.get("annotations")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(a)) => Some(a),
-        Some(_) => return Err(Denial("metadata.annotations is not an object".to_owned())),
+    let field = |key: &str| match metadata.and_then(|m| m.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(a)) => Ok(Some(a)),
+        Some(_) => Err(Denial(format!("metadata.{key} is not an object"))),
     };
-    Ok((metadata, annotations))
+    Ok(PodMeta {
+        metadata,
+        annotations: field("annotations")?,
+        labels: field("labels")?,
+    })
+}
+
+/// A pod labelled `idaas-projector.io/injection: disabled` is never injected.
+pub fn opted_out(labels: Option<&Map<String, Value>>) -> bool {
+    labels
+        .and_then(|l| l.get(annotations::INJECTION_LABEL))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.trim() == annotations::DISABLED)
+}
+
+/// The pod's ServiceAccount: `spec.serviceAccountName`, the deprecated `spec.serviceAccount`,
+/// or `default` (what the API server's ServiceAccount admission sets).
+pub fn service_account_name(pod: &Value) -> &str {
+    let spec = pod.get("spec");
+    ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .find_map(|key| {
+            spec.and_then(|s| s.get(*key))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or("default")
+}
+
+/// Whether the decision needs the pod's ServiceAccount: in a labelled namespace, unless the
+/// pod opts out (or is not an object, which is refused anyway).
+pub fn needs_service_account(pod: &Value, namespace_enabled: bool) -> bool {
+    namespace_enabled && pod_metadata(pod).is_ok_and(|meta| !opted_out(meta.labels))
+}
+
+/// The opt-in rule: the pod's `m2m-token` annotation, else (in a labelled namespace) its
+/// ServiceAccount's. `Ok(None)`: the pod does not opt in. Settings are checked only once the
+/// pod opts in.
+fn wanted<'a>(
+    pod_annotations: Option<&'a Object>,
+    scope: &Scope<'a>,
+) -> Result<Option<Wanted<'a>>, Denial> {
+    let pod = Annotations::Pod(pod_annotations);
+    let pod_token = annotations::m2m_token(&pod).map_err(Denial)?;
+    let account = match scope.service_account {
+        _ if !scope.namespace_enabled => None,
+        AccountLookup::Found(sa) => Some(Annotations::ServiceAccount(&sa.name, &sa.annotations)),
+        AccountLookup::Absent => None,
+        AccountLookup::Unavailable(why) => return Err(Denial(why.clone())),
+    };
+    let m2m_token = match (pod_token, &account) {
+        (Some(token), _) => token,
+        (None, Some(account)) => match annotations::m2m_token(account).map_err(Denial)? {
+            Some(token) => token,
+            None => return Ok(None),
+        },
+        (None, None) => return Ok(None),
+    };
+    let account_settings = match &account {
+        Some(a) => annotations::settings(a).map_err(Denial)?,
+        None => Settings::default(),
+    };
+    Ok(Some(Wanted {
+        m2m_token,
+        levels: [
+            annotations::settings(&pod).map_err(Denial)?,
+            account_settings,
+        ],
+        pod_only: annotations::pod_only(pod_annotations).map_err(Denial)?,
+        account,
+    }))
 }
 
 /// The M2MToken's defaults and whether it was found; the Secret is named after the M2MToken
 /// when it was not (or in standalone mode).
-fn token_defaults(
-    wanted: &PodAnnotations,
-    lookup: TokenLookup,
-) -> Result<(TokenDefaults, bool), Denial> {
+fn token_defaults(m2m_token: &str, lookup: TokenLookup) -> Result<(TokenDefaults, bool), Denial> {
     match lookup {
         TokenLookup::Found(defaults) => Ok((defaults, true)),
         TokenLookup::NotFound | TokenLookup::Standalone => Ok((
             TokenDefaults {
-                secret_name: wanted.m2m_token.clone(),
+                secret_name: m2m_token.to_owned(),
                 ..TokenDefaults::default()
             },
             false,
         )),
         TokenLookup::Unavailable => Err(Denial(format!(
-            "the webhook has not loaded the cluster's M2MTokens yet, so M2MToken {:?} cannot be resolved; retry in a few seconds",
-            wanted.m2m_token
+            "the webhook has not loaded the cluster's M2MTokens yet, so M2MToken {m2m_token:?} cannot be resolved; retry in a few seconds"
         ))),
     }
 }
 
 /// What the admission answer warns about, before any container's own warnings.
 fn warnings(
-    wanted: &PodAnnotations,
+    wanted: &Wanted<'_>,
     injection: &Injection,
     any_selected: bool,
     not_found: bool,
+    requested_wait: bool,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     if !any_selected {
@@ -476,13 +675,35 @@ fn warnings(
             }
         ));
     }
-    if injection.windows && wanted.token_wait.is_some() {
+    if injection.windows && requested_wait {
         warnings.push(
             "Windows pod: no idaas-projector-wait init container; the application must retry until the token file exists"
                 .to_owned(),
         );
     }
+    if let Some(account) = &wanted.account {
+        for key in annotations::POD_ONLY {
+            if account.get(key).ok().flatten().is_some() {
+                warnings.push(format!(
+                    "annotation {key}{} has no effect: it is read from pods only",
+                    account.on()
+                ));
+            }
+        }
+    }
     warnings
+}
+
+/// The deprecation warning for the object-selector mode's old routing label.
+fn legacy_label_warning(labels: Option<&Map<String, Value>>) -> Option<String> {
+    labels?.get(annotations::LEGACY_INJECT_LABEL)?;
+    Some(format!(
+        "label {}, which routes pods in the object-selector mode, is deprecated and will stop working in the next release: \
+         label the pod {}: {} instead",
+        annotations::LEGACY_INJECT_LABEL,
+        annotations::INJECTION_LABEL,
+        annotations::ENABLED
+    ))
 }
 
 /// An init container with our name must be ours, and no regular container may have it when
@@ -578,74 +799,114 @@ fn check_selection<'a>(
 }
 
 fn resolve(
-    wanted: &PodAnnotations,
+    wanted: &Wanted<'_>,
     defaults: TokenDefaults,
     found: bool,
-    namespace: Option<&str>,
+    scope: &Scope<'_>,
     metadata: Option<&Map<String, Value>>,
     spec: &Map<String, Value>,
     config: &MutateConfig,
 ) -> Result<Injection, Denial> {
-    let source = if found {
-        format!(" or spec.roleArn on M2MToken {:?}", wanted.m2m_token)
-    } else {
-        String::new()
-    };
-    let role_arn = wanted
-        .role_arn
-        .clone()
-        .or(defaults.role_arn)
-        .ok_or_else(|| {
-            Denial(format!(
-                "no RAM role to assume: set annotation {} (acs:ram::<account id>:role/<role name>){source}",
-                annotations::ROLE_ARN
-            ))
-        })?;
     let oidc_provider_arn = wanted
-        .oidc_provider_arn
-        .clone()
+        .first(|s| s.oidc_provider_arn.clone())
         .or(defaults.oidc_provider_arn)
         .or_else(|| config.default_oidc_provider_arn.clone())
         .ok_or_else(|| {
             Denial(format!(
-                "no OIDC provider ARN: set annotation {} (acs:ram::<account id>:oidc-provider/<name>), \
+                "no OIDC provider ARN: set annotation {} (acs:ram::<account id>:oidc-provider/<name>){}, \
                  spec.oidcProviderArn on the M2MToken, or the webhook's --default-oidc-provider-arn",
-                annotations::OIDC_PROVIDER_ARN
+                annotations::OIDC_PROVIDER_ARN,
+                levels_hint(scope)
             ))
         })?;
+    let role = wanted
+        .first(|s| s.role.clone())
+        .or(defaults.role_arn.map(Role::Arn))
+        .ok_or_else(|| {
+            let token = if found {
+                format!(" or spec.roleArn on M2MToken {:?}", wanted.m2m_token)
+            } else {
+                String::new()
+            };
+            Denial(format!(
+                "no RAM role to assume: set annotation {} (acs:ram::<account id>:role/<role name>) or {} (a role name){}{token}",
+                annotations::ROLE_ARN,
+                annotations::ROLE_NAME,
+                levels_hint(scope)
+            ))
+        })?;
+    let role_arn = match role {
+        Role::Arn(arn) => arn,
+        Role::Name(name) => {
+            let account = crate::ram::names::oidc_provider_account(&oidc_provider_arn).map_err(|why| {
+                Denial(format!(
+                    "annotation {} needs the account of the OIDC provider ARN, and {oidc_provider_arn:?} is not one ({why})",
+                    annotations::ROLE_NAME
+                ))
+            })?;
+            crate::ram::names::role_arn(account, &name)
+        }
+    };
+    let token_wait = match wanted.first(|s| s.token_wait) {
+        None | Some(TokenWait::Default) => Some(config.default_token_wait),
+        Some(TokenWait::Off) => None,
+        Some(TokenWait::For(wait)) => Some(wait),
+    };
+    Ok(Injection {
+        secret_name: defaults.secret_name,
+        role_arn,
+        oidc_provider_arn,
+        role_session_name: session_name(wanted, scope, metadata),
+        sts_region: wanted
+            .first(|s| s.sts_region.clone())
+            .or_else(|| config.default_sts_region.clone()),
+        sts_vpc_endpoint: wanted.first(|s| s.sts_vpc_endpoint).unwrap_or(false),
+        token_wait,
+        init_image: config.init_image.clone(),
+        windows: is_windows(spec),
+    })
+}
+
+/// Where else a setting may go, for messages: the ServiceAccount, in a labelled namespace.
+fn levels_hint(scope: &Scope<'_>) -> &'static str {
+    if scope.namespace_enabled {
+        " on the pod or its ServiceAccount"
+    } else {
+        " on the pod"
+    }
+}
+
+/// The `role-session-name` annotation, else one derived from the namespace and pod name.
+fn session_name(
+    wanted: &Wanted<'_>,
+    scope: &Scope<'_>,
+    metadata: Option<&Map<String, Value>>,
+) -> String {
     let name_field = |key: &str| {
         metadata
             .and_then(|m| m.get(key))
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
-    let namespace = namespace
+    let namespace = scope
+        .namespace
         .filter(|n| !n.is_empty())
         .or_else(|| name_field("namespace"));
-    let role_session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
-        derive_session_name(
-            namespace,
-            name_field("name").or_else(|| name_field("generateName")),
-        )
-    });
-    Ok(Injection {
-        secret_name: defaults.secret_name,
-        role_arn,
-        oidc_provider_arn,
-        role_session_name,
-        sts_region: wanted
-            .sts_region
-            .clone()
-            .or_else(|| config.default_sts_region.clone()),
-        sts_vpc_endpoint: wanted.sts_vpc_endpoint,
-        token_wait: wanted.token_wait,
-        init_image: config.init_image.clone(),
-        windows: is_windows(spec),
-    })
+    wanted
+        .pod_only
+        .role_session_name
+        .clone()
+        .unwrap_or_else(|| {
+            derive_session_name(
+                namespace,
+                name_field("name").or_else(|| name_field("generateName")),
+            )
+        })
 }
 
 fn container_ops(
     c: &ContainerRef<'_>,
+    injection: &Injection,
     vars: &[(&'static str, String)],
     ops: &mut Vec<PatchOperation>,
     warnings: &mut Vec<String>,
@@ -668,14 +929,15 @@ fn container_ops(
     for m in mounts.into_iter().flatten() {
         let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
         let volume = m.get("name").and_then(Value::as_str).unwrap_or("");
-        if same_path(path, MOUNT_PATH) {
+        if same_path(path, injection.mount_path()) {
             if volume == VOLUME_NAME {
                 mounted = true;
             } else {
                 return Err(Denial(format!(
-                    "container {:?} already mounts volume {volume:?} at {MOUNT_PATH}, where idaas-projector mounts the token; \
+                    "container {:?} already mounts volume {volume:?} at {}, where idaas-projector mounts the token; \
                      move that mount or leave the container out with annotation {}",
                     c.name,
+                    injection.mount_path(),
                     annotations::SKIP_CONTAINERS
                 )));
             }
@@ -685,11 +947,11 @@ fn container_ops(
         ops.push(match mounts {
             Some(_) => add(
                 ptr(&[base[0], base[1], base[2], "volumeMounts", "-"]),
-                mount(),
+                injection.mount(),
             ),
             None => add(
                 ptr(&[base[0], base[1], base[2], "volumeMounts"]),
-                json!([mount()]),
+                json!([injection.mount()]),
             ),
         });
     }
@@ -770,7 +1032,10 @@ mod tests {
     #[test]
     fn injects_and_is_idempotent() {
         let p = pod();
-        let m = mutate(&p, Some("shop"), &cfg(), |_| TokenLookup::Standalone).unwrap();
+        let m = mutate(&p, &Scope::pod_only(Some("shop")), &cfg(), |_| {
+            TokenLookup::Standalone
+        })
+        .unwrap();
         let out = apply(&p, &m);
         assert_eq!(
             out["spec"]["initContainers"][0]["name"],
@@ -780,7 +1045,10 @@ mod tests {
             out["spec"]["containers"][0]["env"][3]["value"], "shop.web",
             "{out:#}"
         );
-        let again = mutate(&out, Some("shop"), &cfg(), |_| TokenLookup::Standalone).unwrap();
+        let again = mutate(&out, &Scope::pod_only(Some("shop")), &cfg(), |_| {
+            TokenLookup::Standalone
+        })
+        .unwrap();
         assert_eq!(
             again,
             Mutation::Injected {
@@ -809,7 +1077,12 @@ mod tests {
             json!({"metadata": 3}),
             json!({"metadata": {"annotations": []}}),
         ] {
-            assert!(mutate(&bad, None, &cfg(), |_| TokenLookup::Standalone).is_err());
+            assert!(
+                mutate(&bad, &Scope::pod_only(None), &cfg(), |_| {
+                    TokenLookup::Standalone
+                })
+                .is_err()
+            );
         }
     }
 }

@@ -6,25 +6,65 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::mutate::{Denial, MutateConfig, Mutation, TokenLookup, mutate};
+use futures::future::BoxFuture;
+
+use super::mutate::{
+    AccountLookup, Denial, MutateConfig, Mutation, Scope, TokenLookup, mutate,
+    needs_service_account, service_account_name,
+};
 use crate::metrics::AdmissionResult;
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Resolves the M2MToken a pod names.
-pub trait TokenResolver: Send + Sync + 'static {
-    /// Looks up `name` in `namespace`.
-    fn lookup(&self, namespace: &str, name: &str) -> TokenLookup;
+/// Which webhook entry sent the request, told apart by the URL path the entry calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `/mutate`: pods annotated `idaas-projector.io/m2m-token`, in namespaces that are not
+    /// labelled.
+    Annotation,
+    /// `/mutate/namespace`: every pod of a namespace labelled
+    /// `idaas-projector.io/injection: enabled` (the API server checked the label).
+    Namespace,
+}
+
+/// Resolves what a pod refers to: its M2MToken and (in a labelled namespace) its
+/// ServiceAccount.
+pub trait Resolver: Send + Sync + 'static {
+    /// Looks the M2MToken `name` up in `namespace`.
+    fn m2m_token(&self, namespace: &str, name: &str) -> TokenLookup;
+
+    /// Looks the ServiceAccount up in the cache: `None` on a miss.
+    fn service_account(&self, namespace: &str, name: &str) -> Option<AccountLookup>;
+
+    /// Asks the API server for a ServiceAccount the cache does not hold (one created a moment
+    /// before the pod).
+    fn fetch_service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, AccountLookup>;
 }
 
 /// `--standalone`: no Kubernetes API, annotations and flags only.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Standalone;
 
-impl TokenResolver for Standalone {
-    fn lookup(&self, _namespace: &str, _name: &str) -> TokenLookup {
+impl Resolver for Standalone {
+    fn m2m_token(&self, _namespace: &str, _name: &str) -> TokenLookup {
         TokenLookup::Standalone
+    }
+
+    fn service_account(&self, _namespace: &str, _name: &str) -> Option<AccountLookup> {
+        Some(AccountLookup::Absent)
+    }
+
+    fn fetch_service_account<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, AccountLookup> {
+        Box::pin(std::future::ready(AccountLookup::Absent))
     }
 }
 
@@ -84,11 +124,12 @@ fn collapse_whitespace(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Answers one AdmissionReview body.
-pub fn review(
+/// Answers one AdmissionReview body that came `via` one webhook entry.
+pub async fn review(
     body: &[u8],
+    via: Via,
     config: &MutateConfig,
-    resolver: &dyn TokenResolver,
+    resolver: &dyn Resolver,
 ) -> Result<Answer, BadReview> {
     let (api_version, kind, request) = envelope(body)?;
     let namespace = request.namespace.clone().unwrap_or_default();
@@ -100,11 +141,24 @@ pub fn review(
         .map(str::to_owned)
         .or(request.name.clone())
         .unwrap_or_default();
+    let namespace_enabled = via == Via::Namespace;
     let decision = match object {
         None => Ok(Mutation::Skipped),
-        Some(pod) => mutate(pod, request.namespace.as_deref(), config, |token| {
-            resolver.lookup(&namespace, token)
-        }),
+        Some(pod) => {
+            let account = if needs_service_account(pod, namespace_enabled) {
+                service_account(resolver, &namespace, service_account_name(pod)).await
+            } else {
+                AccountLookup::Absent
+            };
+            let scope = Scope {
+                namespace: request.namespace.as_deref(),
+                namespace_enabled,
+                service_account: &account,
+            };
+            mutate(pod, &scope, config, |token| {
+                resolver.m2m_token(&namespace, token)
+            })
+        }
     };
     // The response is written straight to bytes: the patch is base64-encoded into the output
     // (its alphabet needs no JSON escaping), with no intermediate JSON tree to build and copy.
@@ -125,6 +179,14 @@ pub fn review(
         name,
         denial,
     })
+}
+
+/// The pod's ServiceAccount from the cache, or from the API server on a miss.
+async fn service_account(resolver: &dyn Resolver, namespace: &str, name: &str) -> AccountLookup {
+    match resolver.service_account(namespace, name) {
+        Some(found) => found,
+        None => resolver.fetch_service_account(namespace, name).await,
+    }
 }
 
 /// The envelope's `apiVersion`, `kind` and request, or why the body is not an AdmissionReview
@@ -235,7 +297,10 @@ mod tests {
             default_oidc_provider_arn: Some("acs:ram::1:oidc-provider/p".into()),
             ..MutateConfig::default()
         };
-        let a = review(&body, &config, &Standalone).unwrap();
+        let a =
+            futures::FutureExt::now_or_never(review(&body, Via::Annotation, &config, &Standalone))
+                .expect("standalone answers at once")
+                .unwrap();
         serde_json::from_slice(&a.body).expect("the response is JSON")
     }
 

@@ -1,4 +1,5 @@
-//! The HTTPS admission server: `POST /mutate` over rustls with HTTP/1.1 and HTTP/2 (ALPN).
+//! The HTTPS admission server: `POST /mutate` and `POST /mutate/namespace` over rustls with
+//! HTTP/1.1 and HTTP/2 (ALPN).
 //!
 //! The handler only wires I/O: it reads the body (within the [`Limits`]), hands it to
 //! [`review`], counts and logs the result and writes the answer.
@@ -14,7 +15,7 @@ use axum::routing::post;
 
 use super::limits::{Bodies, BodyError, ConnectionCap, GuardedAcceptor, Limits};
 use super::mutate::MutateConfig;
-use super::review::{TokenResolver, review};
+use super::review::{Resolver, Via, review};
 use crate::metrics::{AdmissionResult, Metrics, WebhookTimeout};
 
 /// Largest AdmissionReview accepted; larger bodies get HTTP 413.
@@ -23,16 +24,28 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// What the handler needs.
 pub struct WebhookState {
     pub config: MutateConfig,
-    pub resolver: Arc<dyn TokenResolver>,
+    pub resolver: Arc<dyn Resolver>,
     pub metrics: Arc<Metrics>,
     /// Request bodies: their deadline and memory budget.
     pub bodies: Bodies,
 }
 
-/// The webhook's router: `POST /mutate`.
+/// The path the annotation-matched webhook entry calls.
+pub const MUTATE_PATH: &str = "/mutate";
+/// The path the entry for namespaces labelled `idaas-projector.io/injection: enabled` calls.
+pub const NAMESPACE_PATH: &str = "/mutate/namespace";
+
+/// The webhook's router: `POST /mutate` and `POST /mutate/namespace`.
 pub fn router(state: Arc<WebhookState>) -> Router {
     Router::new()
-        .route("/mutate", post(mutate_handler))
+        .route(
+            MUTATE_PATH,
+            post(|state, request| mutate_handler(state, Via::Annotation, request)),
+        )
+        .route(
+            NAMESPACE_PATH,
+            post(|state, request| mutate_handler(state, Via::Namespace, request)),
+        )
         .with_state(state)
 }
 
@@ -79,14 +92,18 @@ fn refuse_body(state: &WebhookState, version: Version, refused: BodyError) -> Re
     response
 }
 
-async fn mutate_handler(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
+async fn mutate_handler(
+    State(state): State<Arc<WebhookState>>,
+    via: Via,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let (body, _room) = match state.bodies.read(&parts.headers, body).await {
         Ok(read) => read,
         Err(refused) => return refuse_body(&state, parts.version, refused),
     };
     let started = Instant::now();
-    let response = match review(&body, &state.config, state.resolver.as_ref()) {
+    let response = match review(&body, via, &state.config, state.resolver.as_ref()).await {
         Ok(answer) => {
             state.metrics.admission(answer.result);
             match &answer.denial {

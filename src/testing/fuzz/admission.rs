@@ -10,9 +10,11 @@
 //!    with the `m2m-token` annotation. Every answer must be well formed; a patch must apply with
 //!    `json-patch`, and a second review of the patched pod must allow it with no patch.
 
+use crate::testing::{FixedResolver, review_now};
 use crate::webhook::annotations;
 use crate::webhook::mutate::MutateConfig;
-use crate::webhook::review::{Standalone, review};
+use crate::webhook::mutate::{AccountAnnotations, AccountLookup, TokenLookup};
+use crate::webhook::review::{Standalone, Via};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -97,6 +99,21 @@ fn opt_in(pod: &mut Value) {
         .or_insert_with(|| json!("acs:ram::1234567890123456:role/payments"));
 }
 
+/// A resolver whose ServiceAccount opts pods in, with a role by name.
+fn opting_account() -> FixedResolver {
+    FixedResolver {
+        token: TokenLookup::NotFound,
+        account: AccountLookup::Found(AccountAnnotations {
+            name: "default".to_owned(),
+            annotations: [
+                (annotations::M2M_TOKEN.to_owned(), "payments".to_owned()),
+                (annotations::ROLE_NAME.to_owned(), "payments".to_owned()),
+            ]
+            .into(),
+        }),
+    }
+}
+
 /// A valid Pod CREATE review of `pod` in namespace `shop`.
 fn pod_review(pod: &Value) -> Vec<u8> {
     serde_json::to_vec(&crate::testing::pod_review("fuzz-uid", pod.clone()))
@@ -106,7 +123,7 @@ fn pod_review(pod: &Value) -> Vec<u8> {
 /// Reviews `pod` wrapped in a valid envelope; `None` only when the envelope is too deeply
 /// nested for serde_json's recursion limit (the pod itself parsed, the review does not).
 fn review_pod(pod: &Value, config: &MutateConfig) -> Option<Decision> {
-    match review(&pod_review(pod), config, &Standalone) {
+    match review_now(&pod_review(pod), Via::Annotation, config, &Standalone) {
         Ok(answer) => Some(decision(&answer.body, "fuzz-uid")),
         Err(e) if e.0.contains("recursion limit") => None,
         Err(e) => panic!("a valid envelope is answered, got 400: {e}"),
@@ -128,9 +145,13 @@ pub struct Outcome {
 pub fn run(data: &[u8]) -> Outcome {
     let mut outcome = Outcome::default();
 
-    // Pass 1: the raw bytes.
-    if let Ok(answer) = review(data, &MutateConfig::default(), &Standalone) {
+    // Pass 1: the raw bytes, through the annotation entry and, in a labelled namespace whose
+    // ServiceAccount opts every pod in, through the namespace entry.
+    if let Ok(answer) = review_now(data, Via::Annotation, &MutateConfig::default(), &Standalone) {
         outcome.raw_allowed = Some(decision(&answer.body, &answer.uid).allowed);
+    }
+    if let Ok(answer) = review_now(data, Via::Namespace, &wrapped_config(), &opting_account()) {
+        decision(&answer.body, &answer.uid);
     }
 
     // Pass 2: the bytes as a pod.

@@ -510,7 +510,7 @@ pub fn mutate(
     check_container_names(already_injected, &regular, &init, &injection)?;
 
     let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
-    ops.extend(injected_annotation_op(meta.annotations, injection.hash()));
+    ops.extend(injected_annotation_op(&meta, injection.hash()));
     ops.extend(volume_op(spec, already_injected, &injection)?);
     // Mounts and environment of every selected container.
     let vars = injection.env();
@@ -734,13 +734,18 @@ fn check_container_names(
     Ok(())
 }
 
-/// The annotation that records what was injected, unless it already says so.
-fn injected_annotation_op(
-    pod_annotations: Option<&Map<String, Value>>,
-    hash: String,
-) -> Option<PatchOperation> {
+/// The annotation that records what was injected, unless it already says so. A pod opted in
+/// by its ServiceAccount may have no annotations (or no metadata) to add it to.
+fn injected_annotation_op(meta: &PodMeta<'_>, hash: String) -> Option<PatchOperation> {
     let path = ptr(&["metadata", "annotations", annotations::INJECTED]);
-    match pod_annotations.and_then(|a| a.get(annotations::INJECTED)) {
+    let Some(pod_annotations) = meta.annotations else {
+        let annotations = json!({annotations::INJECTED: hash});
+        return Some(match meta.metadata {
+            Some(_) => add(ptr(&["metadata", "annotations"]), annotations),
+            None => add(ptr(&["metadata"]), json!({"annotations": annotations})),
+        });
+    };
+    match pod_annotations.get(annotations::INJECTED) {
         Some(Value::String(h)) if *h == hash => None,
         Some(_) => Some(PatchOperation::Replace(ReplaceOperation {
             path,

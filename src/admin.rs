@@ -45,7 +45,7 @@ impl Readiness {
             missing.push("no serving certificate loaded yet");
         }
         if !self.caches_synced.load(Ordering::SeqCst) {
-            missing.push("M2MToken cache not synced yet");
+            missing.push("M2MToken and ServiceAccount caches not synced yet");
         }
         if missing.is_empty() {
             Ok(())

@@ -5,6 +5,8 @@
 //!
 //! - [`fuzz`]: the fuzz harnesses, run by the cargo-fuzz targets in `fuzz/` and replayed over
 //!   `tests/data/fuzz/` by `tests/fuzz_regressions.rs`.
+//! - [`fake_api`]: an in-process Kubernetes API that keeps objects and streams watches, for
+//!   processes whose reflectors must see objects change (the webhook's caches).
 //! - [`fake_kube`]: an in-process Kubernetes API answered by a closure, for tests and benches that
 //!   run the projector as a whole (the fault drills, the log redaction test, the refresh bench);
 //!   [`fake_kube_requests`] also shows the query and the content type (the leader election tests
@@ -17,6 +19,7 @@
 //! - [`FixedResolver`] and [`review_now`]: a webhook resolver with fixed answers, and a review
 //!   answered without a runtime (the golden cases, the properties, the fuzz harness).
 
+pub mod fake_api;
 pub mod fuzz;
 
 use std::sync::Arc;

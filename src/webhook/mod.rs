@@ -147,6 +147,11 @@ impl Webhook {
         })
     }
 
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
     /// Serves until `stop` resolves, then lets in-flight requests finish within `grace`.
     pub async fn serve(
         self,

@@ -462,7 +462,7 @@ PYEOF
 cat >"$WORK/routing.py" <<'PYEOF'
 import itertools, sys, yaml
 
-case, path = sys.argv[1], sys.argv[2]
+case, path, examples = sys.argv[1], sys.argv[2], sys.argv[3:]
 RELEASE_NS = "idaas-projector"
 POD_HOOK, LEGACY_HOOK, NS_HOOK = "m2m-token.idaas-projector.io", "legacy-inject-label.idaas-projector.io", "namespace.idaas-projector.io"
 HAS_ANNOTATION = "has(object.metadata.annotations) && 'idaas-projector.io/m2m-token' in object.metadata.annotations"
@@ -497,6 +497,22 @@ def sent_by(ns_name, ns_labels, pod_labels, annotations):
     return [h["name"] for h in mwc["webhooks"]
             if selects(h.get("namespaceSelector"), ns_labels) and selects(h.get("objectSelector"), pod_labels)
             and conditions(h, annotations)]
+
+# routing.py CASE RENDERING EXAMPLE WANT...: the pods of each workload in EXAMPLE (in its
+# namespace, with the labels of that namespace if EXAMPLE creates it) go to the entries WANT.
+if examples:
+    docs = [d for d in yaml.safe_load_all(open(examples[0])) if d]
+    ns_labels = {d["metadata"]["name"]: d["metadata"].get("labels", {}) for d in docs if d["kind"] == "Namespace"}
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    bad = []
+    for d in workloads:
+        ns, tmpl = d["metadata"]["namespace"], d["spec"]["template"]["metadata"]
+        got = sent_by(ns, ns_labels.get(ns, {}), tmpl.get("labels", {}), tmpl.get("annotations", {}))
+        print(f"{d['kind']}/{ns}/{d['metadata']['name']}: sent to {got or 'no entry'}")
+        if got != examples[1:]:
+            bad.append(f"{d['kind']}/{d['metadata']['name']}: expected {examples[1:]}")
+    print("\n".join(bad))
+    sys.exit(1 if bad or not workloads else 0)
 
 # What the chart README promises.
 object_selector_mode = case.startswith(("kube-1.27", "object-selector"))
@@ -625,9 +641,19 @@ for c in "${CASES[@]}"; do
 done
 check "kubernetes-validate --strict -k 1.33.0: manifests/install.yaml" validate manifests/install.yaml 1.33.0
 check "kubernetes-validate --strict -k 1.28.0: manifests/install.yaml" validate manifests/install.yaml 1.28.0
-for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml; do
+for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml; do
   check "kubernetes-validate --strict -k 1.33.0: $f" validate "$f" 1.33.0
 done
+# The examples' workloads reach the entry they are written for, with the chart's defaults (1.33)
+# and before 1.28 (objectSelector mode).
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io" \
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io" \
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
+check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io (kube 1.27)" \
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
 
 # The M2MToken example against the CRD's own schema (no x-kubernetes-* or CEL evaluation).
 cat >"$WORK/crd_validate.py" <<'PYEOF'
@@ -646,7 +672,10 @@ def strict(s):
             strict(v)
 strict(schema["properties"]["spec"])
 failed = False
-for doc in yaml.safe_load_all(open(sys.argv[2])):
+# Only the M2MTokens of the file (an example may hold other kinds too); at least one.
+tokens = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d and d["apiVersion"].startswith("idaas-projector.io/")]
+assert tokens, "no M2MToken in the file"
+for doc in tokens:
     assert doc["apiVersion"] == "idaas-projector.io/v1alpha1" and doc["kind"] == crd["spec"]["names"]["kind"], "not an M2MToken"
     try:
         jsonschema.validate({"spec": doc.get("spec")}, schema)
@@ -656,8 +685,9 @@ for doc in yaml.safe_load_all(open(sys.argv[2])):
         print(f"M2MToken/{doc['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
 sys.exit(1 if failed else 0)
 PYEOF
-check "manifests/examples/m2mtoken.yaml matches the CRD schema" \
-  "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" manifests/examples/m2mtoken.yaml
+for f in manifests/examples/m2mtoken.yaml manifests/examples/serviceaccount-opt-in.yaml; do
+  check "$f: its M2MToken matches the CRD schema" "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" "$f"
+done
 
 # Every value in values.yaml has a row in the chart README's table, and every row is a value.
 cat >"$WORK/values_doc.py" <<'PYEOF'

@@ -4,15 +4,19 @@
 #   - helm lint --strict;
 #   - helm template for the defaults (a webhook and a projector Deployment, two ServiceAccounts),
 #     `combined: true` (one Deployment running serve), each certificate mode (self, cert-manager,
-#     files), the objectSelector mode, namespaced RBAC (split and combined), every optional
-#     resource, and --kube-version 1.27, 1.30 and 1.33; each rendering is checked for what that
-#     case must contain (for example: 1.27 selects pods with an objectSelector, never
-#     matchConditions; each ServiceAccount's effective permissions are exactly the README's);
+#     files), the objectSelector mode (with and without the deprecated legacy-label entry), the
+#     namespace opt-in entry (off, and with its own values), namespaced RBAC (split and combined),
+#     every optional resource, and --kube-version 1.27, 1.30 and 1.33; each rendering is checked
+#     for what that case must contain (for example: 1.27 selects pods with an objectSelector,
+#     never matchConditions; each webhook entry's path and selectors; each ServiceAccount's
+#     effective permissions are exactly the README's);
+#   - each rendering's webhook entries route a grid of namespaces and pods as the chart README
+#     says, and no pod is sent by two entries (a label-selector and matchConditions simulation);
 #   - no rendering, and not manifests/install.yaml, grants list or watch (or *) on Secrets;
 #   - every rendering, and manifests/examples, pass `kubernetes-validate --strict` against the
 #     rendering's Kubernetes version. Kinds with no schema in kubernetes-validate are taken out
-#     first, by apiVersion group: idaas-projector.io (M2MToken; its example is validated against
-#     the CRD's own openAPIV3Schema instead), cert-manager.io (Issuer, Certificate) and
+#     first, by apiVersion group: idaas-projector.io (M2MToken; the examples' M2MTokens are
+#     validated against the CRD's own openAPIV3Schema instead), cert-manager.io (Issuer, Certificate) and
 #     monitoring.coreos.com (ServiceMonitor). Any other kind without a schema fails the check;
 #   - charts/idaas-projector/crds/m2mtokens.yaml equals `idaas-projector crd`;
 #   - manifests/install.yaml equals a fresh scripts/render-manifests.sh;
@@ -130,6 +134,14 @@ check "render: cert-manager mode with an existing ClusterIssuer" render cert-man
 check "render: files mode" render files 1.33.0 --set certificates.mode=files \
   --set certificates.secretName=my-webhook-tls --set "certificates.caBundle=$CA_B64"
 check "render: objectSelector mode" render object-selector 1.33.0 --set webhook.objectSelectorMode=true
+check "render: objectSelector mode without the legacy label entry" render object-selector-no-legacy 1.33.0 \
+  --set webhook.objectSelectorMode=true --set webhook.legacyInjectLabel=false
+check "render: namespace opt-in off" render no-namespace-opt-in 1.33.0 --set webhook.namespaceOptIn.enabled=false
+check "render: kube 1.27, namespace opt-in off" render kube-1.27-no-namespace-opt-in 1.27.0 \
+  --set webhook.namespaceOptIn.enabled=false
+check "render: namespace opt-in with its own values, more excluded namespaces" render namespace-opt-in-options 1.33.0 \
+  --set webhook.namespaceOptIn.failurePolicy=Ignore --set webhook.namespaceOptIn.timeoutSeconds=10 \
+  --set 'webhook.excludeNamespaces={sandbox,kube-system}'
 check "render: namespaced RBAC" render namespaced-rbac 1.33.0 --set 'rbac.namespaces={shop,billing}'
 check "render: combined" render combined 1.33.0 --set combined=true
 check "render: combined, namespaced RBAC" render combined-namespaced 1.30.0 --set combined=true \
@@ -151,6 +163,8 @@ refuse() { ! "$HELM" template x "$CHART" "$@" >/dev/null 2>&1; }
 check "values.schema.json refuses an unknown value" refuse --set nosuchvalue=1
 check "values.schema.json refuses an unknown certificates.mode" refuse --set certificates.mode=vault
 check "files mode without secretName and caBundle fails" refuse --set certificates.mode=files
+check "values.schema.json refuses an unknown webhook.namespaceOptIn value" refuse --set webhook.namespaceOptIn.enable=false
+check "values.schema.json refuses a wrong webhook.namespaceOptIn.failurePolicy" refuse --set webhook.namespaceOptIn.failurePolicy=Warn
 check "values.schema.json refuses a malformed OIDC provider ARN" refuse --set webhook.defaultOidcProviderArn=arn:aws:iam::1:oidc
 check "values.schema.json refuses a plain-HTTP allowed issuer" refuse --set 'controller.allowedIssuers={http://idaas.example}'
 check "values.schema.json refuses an empty allowed-issuer list" refuse --set-json 'controller.allowedIssuers=[]'
@@ -183,13 +197,20 @@ RELEASE_NS = "idaas-projector"
 combined = case.startswith("combined")
 namespaced = "namespaced" in case
 mode = "cert-manager" if "cert-manager" in case else "files" if "files" in case else "self"
+object_selector_mode = case.startswith(("kube-1.27", "object-selector"))
+namespace_opt_in = "no-namespace-opt-in" not in case
+legacy_label = object_selector_mode and "no-legacy" not in case
 components = ["combined"] if combined else ["webhook", "projector"]
 web = "combined" if combined else "webhook"
 proj = "combined" if combined else "projector"
 component_of = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component")
 
 mwc = one("MutatingWebhookConfiguration")
-hook = (mwc.get("webhooks") or [{}])[0]
+POD_HOOK, LEGACY_HOOK, NS_HOOK = "m2m-token.idaas-projector.io", "legacy-inject-label.idaas-projector.io", "namespace.idaas-projector.io"
+hooks = {w["name"]: w for w in mwc.get("webhooks") or []}
+want_hooks = [POD_HOOK] + [LEGACY_HOOK] * legacy_label + [NS_HOOK] * namespace_opt_in
+expect([w["name"] for w in mwc.get("webhooks") or []] == want_hooks, f"webhook entries {[w['name'] for w in mwc.get('webhooks') or []]} expected {want_hooks}")
+hook = hooks.get(POD_HOOK, {})
 deps = {component_of(d): d for d in by_kind.get("Deployment", [])}
 expect(sorted(deps) == sorted(components), f"Deployments {sorted(deps)} expected {sorted(components)}")
 def pod_of(c):
@@ -209,17 +230,37 @@ def field_ref(c, name):
 
 # Always.
 expect(one("CustomResourceDefinition").get("metadata", {}).get("name") == "m2mtokens.idaas-projector.io", "the CRD is missing")
-expect(hook.get("failurePolicy") == "Fail", "failurePolicy must be Fail")
-expect(hook.get("sideEffects") == "None", "sideEffects must be None")
-expect(hook.get("timeoutSeconds") == 5, "timeoutSeconds must be 5")
-expect(hook.get("reinvocationPolicy") == "IfNeeded", "reinvocationPolicy must be IfNeeded")
-expect(hook.get("admissionReviewVersions") == ["v1"], "admissionReviewVersions must be [v1]")
-expect(hook.get("clientConfig", {}).get("service", {}).get("path") == "/mutate", "the webhook path must be /mutate")
-expect(hook.get("rules") == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}], "rules must be pods CREATE")
-ns_expr = hook.get("namespaceSelector", {}).get("matchExpressions", [])
-expect(any(e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"
-           and {"kube-system", RELEASE_NS} <= set(e["values"]) for e in ns_expr),
-       "namespaceSelector must leave out kube-system and the release namespace")
+excluded = {"kube-system", RELEASE_NS} | ({"sandbox"} if case == "namespace-opt-in-options" else set())
+name_expr = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": sorted(excluded)}
+def sorted_values(exprs):
+    return [dict(e, values=sorted(e["values"])) if "values" in e else e for e in exprs]
+for name, h in hooks.items():
+    ns_hook = name == NS_HOOK
+    want_policy, want_timeout = ("Ignore", 10) if ns_hook and case == "namespace-opt-in-options" else ("Fail", 5)
+    expect(h.get("failurePolicy") == want_policy, f"{name}: failurePolicy must be {want_policy}")
+    expect(h.get("timeoutSeconds") == want_timeout, f"{name}: timeoutSeconds must be {want_timeout}")
+    expect(h.get("sideEffects") == "None", f"{name}: sideEffects must be None")
+    expect(h.get("reinvocationPolicy") == "IfNeeded", f"{name}: reinvocationPolicy must be IfNeeded")
+    expect(h.get("matchPolicy") == "Equivalent", f"{name}: matchPolicy must be Equivalent")
+    expect(h.get("admissionReviewVersions") == ["v1"], f"{name}: admissionReviewVersions must be [v1]")
+    want_path = "/mutate/namespace" if ns_hook else "/mutate"
+    expect(h.get("clientConfig", {}).get("service") == {"name": "idaas-projector", "namespace": RELEASE_NS, "path": want_path, "port": 443},
+           f"{name}: clientConfig.service must be idaas-projector/{RELEASE_NS}:443 at {want_path}")
+    expect(h.get("clientConfig", {}).get("caBundle") == hook.get("clientConfig", {}).get("caBundle"), f"{name}: caBundle differs from {POD_HOOK}'s")
+    expect(h.get("rules") == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}], f"{name}: rules must be pods CREATE")
+    # The namespaceSelector, exactly: the excluded names (one list for every entry), and the
+    # namespace label: In [enabled] for the namespace entry, NotIn [enabled] for the pod-level
+    # ones while the namespace entry exists.
+    want_ns = [name_expr]
+    if namespace_opt_in:
+        want_ns.append({"key": "idaas-projector.io/injection", "operator": "In" if ns_hook else "NotIn", "values": ["enabled"]})
+    expect(sorted_values(h.get("namespaceSelector", {}).get("matchExpressions", [])) == want_ns and "matchLabels" not in h.get("namespaceSelector", {}),
+           f"{name}: namespaceSelector {h.get('namespaceSelector')} expected matchExpressions {want_ns}")
+not_disabled = {"matchExpressions": [{"key": "idaas-projector.io/injection", "operator": "NotIn", "values": ["disabled"]}]}
+if namespace_opt_in:
+    ns = hooks.get(NS_HOOK, {})
+    expect(ns.get("objectSelector") == not_disabled, f"{NS_HOOK}: objectSelector must leave out pods labelled idaas-projector.io/injection=disabled")
+    expect("matchConditions" not in ns, f"{NS_HOOK}: no matchConditions expected")
 command = {"combined": "serve", "webhook": "webhook", "projector": "controller"}
 pdbs = {component_of(d): d for d in by_kind.get("PodDisruptionBudget", [])}
 for c in components:
@@ -269,21 +310,27 @@ for d in docs:
         expect(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
 # Pod selection: matchConditions from 1.28, objectSelector before or when asked for.
-if case in ("kube-1.27", "object-selector"):
-    expect(hook.get("objectSelector") == {"matchLabels": {"idaas-projector.io/inject": "true"}}, "objectSelector on idaas-projector.io/inject=true expected")
+if object_selector_mode:
+    expect(hook.get("objectSelector") == {"matchLabels": {"idaas-projector.io/injection": "enabled"}}, "objectSelector on idaas-projector.io/injection=enabled expected")
     expect("matchConditions" not in hook, "no matchConditions expected")
+    if legacy_label:
+        legacy = hooks.get(LEGACY_HOOK, {})
+        expect(legacy.get("objectSelector") == {"matchExpressions": [
+            {"key": "idaas-projector.io/inject", "operator": "In", "values": ["true"]},
+            {"key": "idaas-projector.io/injection", "operator": "DoesNotExist"}]},
+            f"{LEGACY_HOOK}: objectSelector on idaas-projector.io/inject=true without an idaas-projector.io/injection label expected")
+        expect("matchConditions" not in legacy, f"{LEGACY_HOOK}: no matchConditions expected")
 else:
-    expect("objectSelector" not in hook, "no objectSelector expected")
+    expect(hook.get("objectSelector") == not_disabled, "objectSelector leaving out pods labelled idaas-projector.io/injection=disabled expected")
     expect(hook.get("matchConditions") == [{"name": "has-m2m-token-annotation",
         "expression": "has(object.metadata.annotations) && 'idaas-projector.io/m2m-token' in object.metadata.annotations"}],
         "matchConditions on the m2m-token annotation expected")
 
 # Certificates.
-cfg = hook.get("clientConfig", {})
 annotations = mwc.get("metadata", {}).get("annotations") or {}
 args, mounts = args_of(web), mounts_of(web)
 if mode == "self":
-    expect("caBundle" not in cfg, "self mode: the template must not carry caBundle (the webhook owns it)")
+    expect(all("caBundle" not in h.get("clientConfig", {}) for h in hooks.values()), "self mode: the template must not carry caBundle (the webhook owns it)")
     expect("--certificate-mode=self" in args, "self mode: --certificate-mode=self expected")
     for flag in ("--certificate-secret=idaas-projector-webhook-tls", "--service-name=idaas-projector", "--webhook-configuration=idaas-projector"):
         expect(flag in args, f"self mode: {flag} expected")
@@ -296,7 +343,7 @@ if not combined:
     expect(not pod_of("projector").get("volumes") or all("secret" not in v for v in pod_of("projector")["volumes"]), "projector: no Secret volume")
 if mode == "cert-manager":
     expect(annotations.get("cert-manager.io/inject-ca-from") == "idaas-projector/idaas-projector-webhook-tls", "cert-manager mode: inject-ca-from annotation expected")
-    expect("caBundle" not in cfg, "cert-manager mode: the template must not carry caBundle")
+    expect(all("caBundle" not in h.get("clientConfig", {}) for h in hooks.values()), "cert-manager mode: the template must not carry caBundle")
     certs = {c["metadata"]["name"]: c for c in by_kind.get("Certificate", [])}
     serving = certs.get("idaas-projector-webhook-tls", {}).get("spec", {})
     expect(set(serving.get("dnsNames", [])) == {"idaas-projector", "idaas-projector.idaas-projector", "idaas-projector.idaas-projector.svc", "idaas-projector.idaas-projector.svc.cluster.local"}, "cert-manager mode: serving certificate names the Service")
@@ -305,7 +352,7 @@ if mode == "cert-manager":
     else:
         expect(set(certs) == {"idaas-projector-webhook-tls"} and not by_kind.get("Issuer") and serving.get("issuerRef", {}).get("kind") == "ClusterIssuer", "cert-manager with issuerRef: only the serving Certificate, from the ClusterIssuer")
 if mode == "files":
-    expect(base64.b64decode(cfg.get("caBundle", "")).startswith(b"-----BEGIN CERTIFICATE-----"), "files mode: caBundle from certificates.caBundle")
+    expect(all(base64.b64decode(h.get("clientConfig", {}).get("caBundle", "")).startswith(b"-----BEGIN CERTIFICATE-----") for h in hooks.values()), "files mode: caBundle from certificates.caBundle in every entry")
     expect(any(v.get("secret", {}).get("secretName") == "my-webhook-tls" for v in pod_of(web).get("volumes", [])), "files mode: the user's Secret is mounted")
 
 # RBAC: each ServiceAccount's effective permissions, exactly. A grant is
@@ -331,6 +378,7 @@ def grants(sa):
 def expand(scope, group, resource, verbs, name=""):
     return {(scope, group, resource, v, name) for v in verbs}
 webhook_want = expand("cluster", "idaas-projector.io", "m2mtokens", ["get", "list", "watch"])
+webhook_want |= expand("cluster", "", "serviceaccounts", ["get", "list", "watch"])
 if mode == "self":
     webhook_want |= expand("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], "idaas-projector")
     webhook_want |= expand(RELEASE_NS, "", "secrets", ["create"])
@@ -356,6 +404,7 @@ if combined:
 else:
     same(grants(sa_of["webhook"]), webhook_want, "webhook ServiceAccount")
     same(grants(sa_of["projector"]), projector_want, "projector ServiceAccount")
+    expect(not any(g[2] == "serviceaccounts" for g in grants(sa_of["projector"])), "projector ServiceAccount: nothing on serviceaccounts")
 if namespaced:
     expect("--namespace=shop,billing" in args_of(proj), "--namespace=shop,billing expected")
     expect(not any("secrets" in r.get("resources", []) for r in by_kind.get("ClusterRole", [])), "namespaced RBAC: no ClusterRole may grant anything on Secrets")
@@ -404,6 +453,113 @@ if errors:
 print(f"{case}: {len(docs)} documents as expected")
 PYEOF
 
+# Routing: which entry of the MutatingWebhookConfiguration the API server sends a pod to, for a
+# grid of namespaces (labelled enabled, disabled, something else, not at all; excluded or not) and
+# pods (idaas-projector.io/injection enabled, disabled, other, absent; the old inject=true label;
+# the m2m-token annotation or not). Label selectors are evaluated as the API server does (NotIn
+# and DoesNotExist match a missing label); matchConditions only knows the chart's one expression.
+# No pod may be sent by two entries, and each goes where the chart README says.
+cat >"$WORK/routing.py" <<'PYEOF'
+import itertools, sys, yaml
+
+case, path, examples = sys.argv[1], sys.argv[2], sys.argv[3:]
+RELEASE_NS = "idaas-projector"
+POD_HOOK, LEGACY_HOOK, NS_HOOK = "m2m-token.idaas-projector.io", "legacy-inject-label.idaas-projector.io", "namespace.idaas-projector.io"
+HAS_ANNOTATION = "has(object.metadata.annotations) && 'idaas-projector.io/m2m-token' in object.metadata.annotations"
+mwc = [d for d in yaml.safe_load_all(open(path)) if d and d["kind"] == "MutatingWebhookConfiguration"][0]
+
+def selects(selector, labels):
+    if selector is None:
+        return True
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        op, key, values = e["operator"], e["key"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels,
+              "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+def conditions(hook, annotations):
+    for c in hook.get("matchConditions") or []:
+        if c["expression"] != HAS_ANNOTATION:
+            raise SystemExit(f"{hook['name']}: matchCondition {c['name']} is not one this check can evaluate")
+        if "idaas-projector.io/m2m-token" not in annotations:
+            return False
+    return True
+
+def sent_by(ns_name, ns_labels, pod_labels, annotations):
+    ns_labels = dict(ns_labels, **{"kubernetes.io/metadata.name": ns_name})
+    return [h["name"] for h in mwc["webhooks"]
+            if selects(h.get("namespaceSelector"), ns_labels) and selects(h.get("objectSelector"), pod_labels)
+            and conditions(h, annotations)]
+
+# routing.py CASE RENDERING EXAMPLE WANT...: the pods of each workload in EXAMPLE (in its
+# namespace, with the labels of that namespace if EXAMPLE creates it) go to the entries WANT.
+if examples:
+    docs = [d for d in yaml.safe_load_all(open(examples[0])) if d]
+    ns_labels = {d["metadata"]["name"]: d["metadata"].get("labels", {}) for d in docs if d["kind"] == "Namespace"}
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    bad = []
+    for d in workloads:
+        ns, tmpl = d["metadata"]["namespace"], d["spec"]["template"]["metadata"]
+        got = sent_by(ns, ns_labels.get(ns, {}), tmpl.get("labels", {}), tmpl.get("annotations", {}))
+        print(f"{d['kind']}/{ns}/{d['metadata']['name']}: sent to {got or 'no entry'}")
+        if got != examples[1:]:
+            bad.append(f"{d['kind']}/{d['metadata']['name']}: expected {examples[1:]}")
+    print("\n".join(bad))
+    sys.exit(1 if bad or not workloads else 0)
+
+# What the chart README promises.
+object_selector_mode = case.startswith(("kube-1.27", "object-selector"))
+namespace_opt_in = "no-namespace-opt-in" not in case
+legacy_label = object_selector_mode and "no-legacy" not in case
+excluded = {"kube-system", RELEASE_NS} | ({"sandbox"} if case == "namespace-opt-in-options" else set())
+def expected(ns_name, ns_labels, pod_labels, annotations):
+    if ns_name in excluded or pod_labels.get("idaas-projector.io/injection") == "disabled":
+        return []
+    if namespace_opt_in and ns_labels.get("idaas-projector.io/injection") == "enabled":
+        return [NS_HOOK]
+    if not object_selector_mode:
+        return [POD_HOOK] if "idaas-projector.io/m2m-token" in annotations else []
+    if pod_labels.get("idaas-projector.io/injection") == "enabled":
+        return [POD_HOOK]
+    if legacy_label and pod_labels.get("idaas-projector.io/inject") == "true" and "idaas-projector.io/injection" not in pod_labels:
+        return [LEGACY_HOOK]
+    return []
+
+paths = {h["name"]: h["clientConfig"]["service"]["path"] for h in mwc["webhooks"]}
+errors = []
+for name, p in paths.items():
+    if p != ("/mutate/namespace" if name == NS_HOOK else "/mutate"):
+        errors.append(f"{name}: path {p}")
+namespaces = [(n, labels) for n in ["shop"] + sorted(excluded)
+              for labels in ({}, {"idaas-projector.io/injection": "enabled"}, {"idaas-projector.io/injection": "disabled"}, {"idaas-projector.io/injection": "other"})]
+pods = []
+for injection, inject, annotated in itertools.product([None, "enabled", "disabled", "other"], [None, "true"], [False, True]):
+    labels = {k: v for k, v in (("idaas-projector.io/injection", injection), ("idaas-projector.io/inject", inject)) if v}
+    pods.append((labels, {"idaas-projector.io/m2m-token": "payments"} if annotated else {}))
+counts = {}
+for (ns_name, ns_labels), (pod_labels, annotations) in itertools.product(namespaces, pods):
+    got, want = sent_by(ns_name, ns_labels, pod_labels, annotations), expected(ns_name, ns_labels, pod_labels, annotations)
+    where = f"namespace {ns_name} {ns_labels}, pod labels {pod_labels}, annotations {annotations}"
+    if len(got) > 1:
+        errors.append(f"sent twice ({', '.join(got)}): {where}")
+    elif got != want:
+        errors.append(f"sent to {got or 'no entry'}, expected {want or 'no entry'}: {where}")
+    key = got[0] if len(got) == 1 else "none" if not got else "twice"
+    counts[key] = counts.get(key, 0) + 1
+if errors:
+    print("\n".join(errors[:40]))
+    sys.exit(1)
+print(f"{case}: {len(namespaces) * len(pods)} namespace/pod pairs, each sent at most once, as documented: " +
+      ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+PYEOF
+
 # No rendering, and not manifests/install.yaml, may grant list or watch (or *) on Secrets: the
 # projector reads Secrets by name only, and list/watch would expose every Secret in scope.
 cat >"$WORK/secrets_rbac.py" <<'PYEOF'
@@ -425,7 +581,26 @@ for c in "${CASES[@]}"; do
   name="${c%%:*}"
   [ -s "$RENDER/$name.yaml" ] || continue
   check "contents: $name" "$PY" "$WORK/assert.py" "$name" "$RENDER/$name.yaml"
+  check "routing: $name (no pod sent twice)" "$PY" "$WORK/routing.py" "$name" "$RENDER/$name.yaml"
 done
+# The routing check itself: a rendering whose pod-level entry also takes labelled namespaces must
+# fail it (those pods would be reviewed twice).
+routing_check_refuses() {
+  "$PY" - "$RENDER/defaults.yaml" "$WORK/overlapping.yaml" <<'PYEOF' || return 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "MutatingWebhookConfiguration":
+        sel = d["webhooks"][0]["namespaceSelector"]
+        sel["matchExpressions"] = [e for e in sel["matchExpressions"] if e["key"] != "idaas-projector.io/injection"]
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PYEOF
+  local out
+  out="$("$PY" "$WORK/routing.py" defaults "$WORK/overlapping.yaml")" && return 1
+  echo "$out" | head -3
+  grep -q "^sent twice" <<<"$out"
+}
+check "the routing check fails a rendering that sends a pod twice" routing_check_refuses
 check "no rendering grants list or watch on Secrets" "$PY" "$WORK/secrets_rbac.py" "$RENDER"/*.yaml manifests/install.yaml
 # The check itself: a rendering that grants watch on Secrets must fail it.
 secrets_check_refuses() {
@@ -466,9 +641,19 @@ for c in "${CASES[@]}"; do
 done
 check "kubernetes-validate --strict -k 1.33.0: manifests/install.yaml" validate manifests/install.yaml 1.33.0
 check "kubernetes-validate --strict -k 1.28.0: manifests/install.yaml" validate manifests/install.yaml 1.28.0
-for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml; do
+for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml; do
   check "kubernetes-validate --strict -k 1.33.0: $f" validate "$f" 1.33.0
 done
+# The examples' workloads reach the entry they are written for, with the chart's defaults (1.33)
+# and before 1.28 (objectSelector mode).
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io" \
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io" \
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
+check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io (kube 1.27)" \
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
 
 # The M2MToken example against the CRD's own schema (no x-kubernetes-* or CEL evaluation).
 cat >"$WORK/crd_validate.py" <<'PYEOF'
@@ -487,7 +672,10 @@ def strict(s):
             strict(v)
 strict(schema["properties"]["spec"])
 failed = False
-for doc in yaml.safe_load_all(open(sys.argv[2])):
+# Only the M2MTokens of the file (an example may hold other kinds too); at least one.
+tokens = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d and d["apiVersion"].startswith("idaas-projector.io/")]
+assert tokens, "no M2MToken in the file"
+for doc in tokens:
     assert doc["apiVersion"] == "idaas-projector.io/v1alpha1" and doc["kind"] == crd["spec"]["names"]["kind"], "not an M2MToken"
     try:
         jsonschema.validate({"spec": doc.get("spec")}, schema)
@@ -497,8 +685,9 @@ for doc in yaml.safe_load_all(open(sys.argv[2])):
         print(f"M2MToken/{doc['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
 sys.exit(1 if failed else 0)
 PYEOF
-check "manifests/examples/m2mtoken.yaml matches the CRD schema" \
-  "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" manifests/examples/m2mtoken.yaml
+for f in manifests/examples/m2mtoken.yaml manifests/examples/serviceaccount-opt-in.yaml; do
+  check "$f: its M2MToken matches the CRD schema" "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" "$f"
+done
 
 # Every value in values.yaml has a row in the chart README's table, and every row is a value.
 cat >"$WORK/values_doc.py" <<'PYEOF'

@@ -136,3 +136,68 @@ asked for, or a Kubernetes without matchConditions (before 1.28). Renders "true"
 {{- define "idaas-projector.namespaces" -}}
 {{- join "," .Values.rbac.namespaces }}
 {{- end }}
+
+{{/*
+A webhook entry's clientConfig: the webhook Service at one path; dict "root" (the chart context)
+and "path". Every entry of the MutatingWebhookConfiguration renders it from here, so that the
+Service, the port and the caBundle handling cannot drift apart between entries.
+*/}}
+{{- define "idaas-projector.webhookClientConfig" -}}
+{{- $root := .root -}}
+clientConfig:
+  service:
+    name: {{ include "idaas-projector.serviceName" $root }}
+    namespace: {{ $root.Release.Namespace }}
+    path: {{ .path }}
+    port: {{ $root.Values.service.port }}
+  {{- if eq $root.Values.certificates.mode "files" }}
+  caBundle: {{ required "certificates.caBundle is required when certificates.mode is files: base64 of the PEM CA that signed the certificate in certificates.secretName" $root.Values.certificates.caBundle }}
+  {{- end }}
+  {{- /*
+  No caBundle field in the self and cert-manager modes: idaas-projector (server-side apply,
+  field manager idaas-projector, on every entry of the configuration) or cert-manager's CA
+  injector owns it. Because the field is in neither the old nor the new manifest, `helm upgrade`
+  leaves the live value alone.
+  */}}
+{{- end }}
+
+{{/*
+What every webhook entry has in common: pods, CREATE; no side effects; called again when a later
+webhook changed the pod; AdmissionReview v1.
+*/}}
+{{- define "idaas-projector.webhookCommon" -}}
+admissionReviewVersions: ["v1"]
+rules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    operations: ["CREATE"]
+    resources: ["pods"]
+    scope: Namespaced
+sideEffects: None
+reinvocationPolicy: IfNeeded
+matchPolicy: Equivalent
+{{- end }}
+
+{{/*
+A webhook entry's namespaceSelector; dict "root" and "labelled": true for the entry of
+namespaces labelled idaas-projector.io/injection=enabled, false for the pod-level entries, which
+leave those namespaces out while that entry exists (so that no pod is sent twice; with
+webhook.namespaceOptIn.enabled=false the label routes nothing and the pod-level entries cover
+every namespace). All leave out kube-system, the release namespace and webhook.excludeNamespaces:
+system pods and the webhook's own pods never depend on the webhook.
+*/}}
+{{- define "idaas-projector.webhookNamespaceSelector" -}}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- range (concat (list "kube-system" .root.Release.Namespace) .root.Values.webhook.excludeNamespaces | uniq) }}
+        - {{ . | quote }}
+        {{- end }}
+    {{- if or .labelled .root.Values.webhook.namespaceOptIn.enabled }}
+    - key: idaas-projector.io/injection
+      operator: {{ ternary "In" "NotIn" .labelled }}
+      values: ["enabled"]
+    {{- end }}
+{{- end }}

@@ -159,6 +159,104 @@ async fn a_replica_that_finds_everything_in_place_only_reads() {
     assert!(store.is_loaded(), "serves the pair read from the Secret");
 }
 
+/// The chart's entries: pods annotated in other namespaces, labelled namespaces, and the legacy
+/// label; a `helm upgrade` that adds an entry leaves it without a caBundle.
+fn mwc_entries(bundles: [Option<&str>; 3]) -> Value {
+    let mut config = mwc(None);
+    let names = [
+        ("m2m-token.idaas-projector.io", "/mutate"),
+        ("namespace.idaas-projector.io", "/mutate/namespace"),
+        ("legacy-inject-label.idaas-projector.io", "/mutate"),
+    ];
+    config["webhooks"] = names
+        .iter()
+        .zip(bundles)
+        .map(|((name, path), bundle)| {
+            let mut hook = json!({
+                "name": name,
+                "clientConfig": {"service": {"name": "idaas-projector", "namespace": "idaas-projector", "path": path}},
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]
+            });
+            if let Some(b) = bundle {
+                hook["clientConfig"]["caBundle"] = json!(b);
+            }
+            hook
+        })
+        .collect();
+    config
+}
+
+#[tokio::test]
+async fn every_entry_gets_the_bundle_when_one_lacks_it() {
+    let material = fresh_material();
+    let current = b64(&material.bundle_pem());
+    let (m, mut api, _, _) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await });
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::OK,
+        secret_json(&material),
+    )
+    .await;
+    let live = mwc_entries([Some(&current), None, Some(&current)]);
+    api.expect(Method::GET, MWC_PATH, StatusCode::OK, live)
+        .await;
+    let apply = api
+        .expect(
+            Method::PATCH,
+            MWC_PATH,
+            StatusCode::OK,
+            mwc_entries([Some(&current); 3]),
+        )
+        .await;
+    apply.assert_query(&["fieldManager=idaas-projector", "force=true"]);
+    let applied = apply.body["webhooks"].as_array().unwrap().clone();
+    let names: Vec<&str> = applied
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "m2m-token.idaas-projector.io",
+            "namespace.idaas-projector.io",
+            "legacy-inject-label.idaas-projector.io"
+        ]
+    );
+    for w in &applied {
+        assert_eq!(w["clientConfig"]["caBundle"], json!(current));
+        assert_eq!(
+            w.as_object().unwrap().len(),
+            2,
+            "only the name and caBundle"
+        );
+        assert_eq!(
+            w["clientConfig"].as_object().unwrap().len(),
+            1,
+            "not the service"
+        );
+    }
+    task.await.unwrap().unwrap();
+    api.expect_no_more().await;
+
+    // With every entry in place, nothing is written.
+    let (m, mut api, _, _) = manager();
+    let task = tokio::spawn(async move { m.sync_once().await });
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::OK,
+        secret_json(&material),
+    )
+    .await;
+    let live = mwc_entries([Some(&current); 3]);
+    api.expect(Method::GET, MWC_PATH, StatusCode::OK, live)
+        .await;
+    task.await.unwrap().unwrap();
+    api.expect_no_more().await;
+}
+
 #[tokio::test]
 async fn losing_the_create_race_takes_the_other_replicas_secret() {
     let material = fresh_material();

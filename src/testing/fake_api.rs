@@ -205,43 +205,8 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let scope = (collection, namespace);
     let in_scope = move |c: &str, ns: &str| c == scope.0 && (scope.1.is_empty() || ns == scope.1);
     if matches!(param(&query, "watch"), Some("true" | "1")) {
-        let after: u64 = param(&query, "resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let timeout = param(&query, "timeoutSeconds")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(290);
         let live = shared.changes.subscribe();
-        let past: Vec<Bytes> = objects
-            .history
-            .iter()
-            .filter(|c| c.rv > after && in_scope(&c.collection, &c.namespace))
-            .map(|c| c.line.clone())
-            .collect();
-        let last = objects.rv;
-        drop(objects);
-        let in_scope = in_scope.clone();
-        let live = futures::stream::unfold(live, move |mut live| {
-            let in_scope = in_scope.clone();
-            async move {
-                loop {
-                    match live.recv().await {
-                        Ok(c)
-                            if c.rv > last.max(after) && in_scope(&c.collection, &c.namespace) =>
-                        {
-                            return Some((Ok::<_, std::convert::Infallible>(c.line), live));
-                        }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            }
-        });
-        let stream =
-            futures::StreamExt::chain(futures::stream::iter(past.into_iter().map(Ok)), live);
-        let until = tokio::time::sleep(Duration::from_secs(timeout));
-        let bounded = futures::StreamExt::take_until(stream, until);
-        return Body::from_stream(bounded).into_response();
+        return watch(objects, live, &query, in_scope);
     }
     let items: Vec<Value> = objects
         .items
@@ -256,6 +221,47 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         "items": items,
     }))
     .into_response()
+}
+
+/// A watch: the recorded changes after `resourceVersion`, then live ones, until
+/// `timeoutSeconds`.
+fn watch(
+    objects: std::sync::MutexGuard<'_, Objects>,
+    live: broadcast::Receiver<Change>,
+    query: &str,
+    in_scope: impl Fn(&str, &str) -> bool + Clone + Send + Sync + 'static,
+) -> Response {
+    let after: u64 = param(query, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = param(query, "timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(290);
+    let past: Vec<Bytes> = objects
+        .history
+        .iter()
+        .filter(|c| c.rv > after && in_scope(&c.collection, &c.namespace))
+        .map(|c| c.line.clone())
+        .collect();
+    let last = objects.rv;
+    drop(objects);
+    let live = futures::stream::unfold(live, move |mut live| {
+        let in_scope = in_scope.clone();
+        async move {
+            loop {
+                match live.recv().await {
+                    Ok(c) if c.rv > last.max(after) && in_scope(&c.collection, &c.namespace) => {
+                        return Some((Ok::<_, std::convert::Infallible>(c.line), live));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::iter(past.into_iter().map(Ok)), live);
+    let until = tokio::time::sleep(Duration::from_secs(timeout));
+    Body::from_stream(futures::StreamExt::take_until(stream, until)).into_response()
 }
 
 #[cfg(test)]

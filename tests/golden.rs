@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use idaas_projector::testing::{FixedResolver, review_now};
+use idaas_projector::webhook::cache::accounts_not_loaded;
 use idaas_projector::webhook::mutate::{
     AccountAnnotations, AccountLookup, MutateConfig, TokenDefaults, TokenLookup,
 };
@@ -72,10 +73,14 @@ fn resolver_of(case: &Value) -> FixedResolver {
     };
     let account = match case.get("serviceAccount") {
         None | Some(Value::Null) => AccountLookup::Absent,
-        Some(Value::String(s)) if s == "unavailable" => AccountLookup::Unavailable(
-            "the webhook has not loaded the cluster's ServiceAccounts yet; retry in a few seconds"
-                .to_owned(),
-        ),
+        Some(Value::String(s)) if s == "unavailable" => {
+            let request = &case["review"]["request"];
+            let namespace = request["namespace"].as_str().unwrap_or_default();
+            let name = request["object"]["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
+            accounts_not_loaded(namespace, name)
+        }
         Some(sa) => AccountLookup::Found(AccountAnnotations {
             name: sa["name"].as_str().expect("serviceAccount.name").to_owned(),
             annotations: serde_json::from_value(sa["annotations"].clone())

@@ -140,10 +140,7 @@ impl Resolver for CachedResolver {
 
     fn service_account(&self, namespace: &str, name: &str) -> Option<AccountLookup> {
         if !self.accounts_synced.load(Ordering::SeqCst) {
-            return Some(AccountLookup::Unavailable(format!(
-                "the webhook has not loaded the cluster's ServiceAccounts yet, so ServiceAccount {name:?} in namespace \
-                 {namespace:?} cannot be read; retry in a few seconds"
-            )));
+            return Some(accounts_not_loaded(namespace, name));
         }
         let meta = self.accounts.get(&ObjectRef::new(name).within(namespace))?;
         Some(AccountLookup::Found(account_annotations(name, &meta)))
@@ -180,6 +177,14 @@ impl Resolver for CachedResolver {
             lookup
         })
     }
+}
+
+/// The answer for a ServiceAccount while the cache has not synced.
+pub fn accounts_not_loaded(namespace: &str, name: &str) -> AccountLookup {
+    AccountLookup::Unavailable(format!(
+        "the webhook has not loaded the cluster's ServiceAccounts yet, so ServiceAccount {name:?} in namespace \
+         {namespace:?} cannot be read; retry in a few seconds"
+    ))
 }
 
 fn fetch_failed(namespace: &str, name: &str, why: &dyn std::fmt::Display) -> AccountLookup {

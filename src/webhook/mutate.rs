@@ -615,16 +615,15 @@ fn wanted<'a>(
         },
         (None, None) => return Ok(None),
     };
+    // The pod's own problems are reported first.
+    let pod_settings = annotations::settings(&pod).map_err(Denial)?;
     let account_settings = match &account {
         Some(a) => annotations::settings(a).map_err(Denial)?,
         None => Settings::default(),
     };
     Ok(Some(Wanted {
         m2m_token,
-        levels: [
-            annotations::settings(&pod).map_err(Denial)?,
-            account_settings,
-        ],
+        levels: [pod_settings, account_settings],
         pod_only: annotations::pod_only(pod_annotations).map_err(Denial)?,
         account,
     }))

@@ -320,9 +320,9 @@ fn print_banner(info: &serde_json::Value, info_file: &Path, lifetime: Duration) 
   admin            {admin}/metrics
   everything above {info}
 
-An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code,
-for example sts_endpoint=\"{sts}\" with the Python credentials SDK, or stsEndpoint:
-\"{sts_https_host}\" with the Node.js one, which speaks only HTTPS to STS: start node with
+An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code:
+sts_endpoint=\"{sts}\" with the Python credentials SDK; stsEndpoint:
+\"{sts_https_host}\" with the Node.js one, which calls STS over HTTPS only, so start node with
 NODE_EXTRA_CA_CERTS={ca}):
 
 export ALIBABA_CLOUD_ROLE_ARN={role}

@@ -1,6 +1,8 @@
 //! `dev`: the whole chain on one machine. The IDaaS emulator issues RS256 tokens, the STS
 //! emulator accepts them as RAM would, the projector keeps `<dir>/token` fresh, and the webhook
-//! serves on localhost with a certificate whose CA is written to `<dir>/ca.pem`.
+//! serves on localhost with a certificate whose CA is written to `<dir>/ca.pem`. The STS emulator
+//! answers on plain HTTP and, with the webhook's certificate, on HTTPS (SDKs that only speak
+//! HTTPS to STS, such as the Node.js credentials SDK, trust `ca.pem` for it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,13 @@ pub struct DevArgs {
         default_value = "127.0.0.1:18081"
     )]
     pub sts_listen: SocketAddr,
+    /// The STS emulator over HTTPS (certificate for localhost from the CA in ca.pem).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_STS_HTTPS_LISTEN",
+        default_value = "127.0.0.1:18082"
+    )]
+    pub sts_https_listen: SocketAddr,
 }
 
 fn err(what: &str, detail: impl std::fmt::Display) -> CommandError {
@@ -96,7 +105,17 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     .boxed()
     .shared();
     let ca_file = dir.join("ca.pem");
-    let webhook = start_webhook(&args, &sts, &ca_file, &metrics, &readiness)?;
+    let tls_config = local_tls(&ca_file, &metrics, &readiness)?;
+    let webhook = start_webhook(&args, &sts, tls_config.clone(), &metrics)?;
+    let sts_https = sts
+        .serve_https(args.sts_https_listen, tls_config)
+        .await
+        .map_err(|x| {
+            err(
+                "STS emulator (HTTPS)",
+                format!("{} ({x})", args.sts_https_listen),
+            )
+        })?;
     let admin_listener = admin::bind(args.admin_listen)
         .await
         .map_err(|x| err("admin server", format!("{} ({x})", args.admin_listen)))?;
@@ -118,6 +137,7 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
         "client_id": CLIENT_ID,
         "audience": AUDIENCE,
         "sts_endpoint": sts.endpoint(),
+        "sts_https_endpoint": format!("https://localhost:{}", sts_https.port()),
         "role_arn": sts.role_arn(ROLE),
         "oidc_provider_arn": sts.oidc_provider_arn(),
         "token_file": token_file,
@@ -198,15 +218,14 @@ struct DevWebhook {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-/// The webhook on localhost, with a certificate from a CA written to `ca_file` for clients to
-/// trust, injecting the STS emulator's OIDC provider by default.
-fn start_webhook(
-    args: &DevArgs,
-    sts: &StsEmulator,
+/// A CA written to `ca_file` for clients to trust, and a TLS configuration serving a
+/// certificate from it for `localhost` and `127.0.0.1` (the webhook's and the HTTPS STS
+/// emulator's).
+fn local_tls(
     ca_file: &Path,
     metrics: &Arc<Metrics>,
     readiness: &Arc<Readiness>,
-) -> Result<DevWebhook, CommandError> {
+) -> Result<Arc<rustls::ServerConfig>, CommandError> {
     let now = unix_now();
     let validity = Duration::from_secs(30 * 24 * 3600);
     let ca = certs::make_ca(now, validity).map_err(|x| err("certificate", x))?;
@@ -219,7 +238,19 @@ fn start_webhook(
     let pair = tls::load_pair(chain.as_bytes(), serving.key_pem.as_bytes())
         .map_err(|x| err("certificate", x))?;
     tls::install(&store, pair, metrics, readiness);
-    let tls_config = Arc::new(tls::server_config(store).map_err(|x| err("TLS", x))?);
+    Ok(Arc::new(
+        tls::server_config(store).map_err(|x| err("TLS", x))?,
+    ))
+}
+
+/// The webhook on localhost with `tls_config`, injecting the STS emulator's OIDC provider by
+/// default.
+fn start_webhook(
+    args: &DevArgs,
+    sts: &StsEmulator,
+    tls_config: Arc<rustls::ServerConfig>,
+    metrics: &Arc<Metrics>,
+) -> Result<DevWebhook, CommandError> {
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|x| err("webhook", format!("{} ({x})", args.listen)))?;
     let addr = listener.local_addr().map_err(|x| err("webhook", x))?;
@@ -283,14 +314,16 @@ fn print_banner(info: &serde_json::Value, info_file: &Path, lifetime: Duration) 
         "idaas-projector dev is running (Ctrl-C stops it)
 
   IDaaS emulator   {issuer}
-  STS emulator     {sts}
+  STS emulator     {sts} and {sts_https} (CA: {ca})
   token file       {token} (refreshed at 2/3 of {lifetime})
   webhook          {webhook} (CA: {ca})
   admin            {admin}/metrics
   everything above {info}
 
-An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code,
-for example sts_endpoint=\"{sts}\" with the Python credentials SDK):
+An Alibaba Cloud SDK reads these (the STS endpoint is the emulator's; SDKs take it in code:
+sts_endpoint=\"{sts}\" with the Python credentials SDK; stsEndpoint:
+\"{sts_https_host}\" with the Node.js one, which calls STS over HTTPS only, so start node with
+NODE_EXTRA_CA_CERTS={ca}):
 
 export ALIBABA_CLOUD_ROLE_ARN={role}
 export ALIBABA_CLOUD_OIDC_PROVIDER_ARN={provider}
@@ -303,6 +336,8 @@ curl -s --cacert {ca} -H 'Content-Type: application/json' --data @docs/examples/
 ",
         issuer = s("issuer"),
         sts = s("sts_endpoint"),
+        sts_https = s("sts_https_endpoint"),
+        sts_https_host = s("sts_https_endpoint").trim_start_matches("https://"),
         lifetime = format_duration(lifetime),
         admin = s("admin"),
         info = info_file.display(),

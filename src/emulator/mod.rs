@@ -4,8 +4,12 @@ pub mod idaas;
 pub mod sts;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,4 +44,31 @@ pub(crate) fn serve(listener: TcpListener, app: Router, name: &'static str) -> w
         }
     });
     tx
+}
+
+/// Serves an emulator's router over TLS with `tls` on `listener`, without Nagle delay, until
+/// `stop` says stop or its sender is dropped; open connections then get 5 s to finish.
+pub(crate) fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    name: &'static str,
+) -> std::io::Result<()> {
+    let acceptor =
+        RustlsAcceptor::new(RustlsConfig::from_config(tls)).acceptor(NoDelayAcceptor::new());
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(app.into_make_service()).await {
+            tracing::warn!(error = %e, emulator = name, "emulator stopped");
+        }
+    });
+    Ok(())
 }

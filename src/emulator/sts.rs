@@ -1,4 +1,5 @@
-//! An Alibaba Cloud STS emulator: `AssumeRoleWithOIDC` over plain HTTP on 127.0.0.1, checking
+//! An Alibaba Cloud STS emulator: `AssumeRoleWithOIDC` over plain HTTP on 127.0.0.1 (and over
+//! HTTPS too, with a certificate the caller provides: [`StsEmulator::serve_https`]), checking
 //! the OIDC token as RAM does and answering in RAM's JSON shape.
 //!
 //! It accepts the call the way the credentials SDKs make it: `GET /?Action=...` with every
@@ -135,11 +136,7 @@ impl StsEmulator {
             requests: AtomicUsize::new(0),
             successes: AtomicUsize::new(0),
         });
-        let app = Router::new()
-            .route("/", axum::routing::any(api))
-            .fallback(not_found)
-            .with_state(shared.clone());
-        let tx = super::serve(listener, app, "STS");
+        let tx = super::serve(listener, router(shared.clone()), "STS");
         tracing::debug!(%addr, provider = %shared.provider_arn, "STS emulator started");
         Ok(Self {
             shared,
@@ -150,6 +147,20 @@ impl StsEmulator {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Also serves the API over HTTPS on `addr` with `tls` (the same state: counters, JWKS
+    /// cache), until [`shutdown`](Self::shutdown). Returns the address it listens on.
+    pub async fn serve_https(
+        &self,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<SocketAddr> {
+        let (listener, addr) = super::bind(addr).await?;
+        let app = router(self.shared.clone());
+        super::serve_tls(listener, tls, app, self.shutdown.subscribe(), "STS (HTTPS)")?;
+        tracing::debug!(%addr, "STS emulator serving HTTPS");
+        Ok(addr)
     }
 
     /// `http://127.0.0.1:PORT`: the SDKs' `sts_endpoint` / `--sts-endpoint`.
@@ -186,6 +197,14 @@ impl StsEmulator {
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// The API at `/`; anything else is RAM's `InvalidAction.NotFound`.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", axum::routing::any(api))
+        .fallback(not_found)
+        .with_state(shared)
 }
 
 /// A refused call: RAM's HTTP status, code and message.

@@ -1,22 +1,33 @@
-//! Generated pod shapes against the webhook's contract (docs/design.md, "Pod annotations (input)",
-//! "What the webhook injects" and "Admission answers").
+//! Generated pod shapes against the webhook's contract (docs/design.md and the design contract:
+//! "Pod annotations (input)", "Opt-in levels", "What the webhook injects" and "Admission
+//! answers").
 //!
 //! `arb_case()` builds an opted-in (or not) pod from a blueprint: 1-4 containers, 0-3 init
 //! containers (some native sidecars), env lists that sometimes set the very variables the webhook
 //! injects (with `value`, `valueFrom` or nothing), envFrom, volumes of several kinds, mounts
 //! (sometimes at the webhook's mount path, sometimes of the webhook's volume), security contexts,
-//! Windows selectors, the webhook's annotations with valid and invalid values, unrelated
-//! annotations and labels, fields Kubernetes does not have yet at every level, and `null` or empty
-//! lists where the webhook appends. Each case also carries the M2MToken lookup answer and the
-//! server configuration.
+//! Windows pods (by `spec.os.name`, either OS nodeSelector label or a required node affinity), the
+//! webhook's annotations with valid and invalid values (`role-arn` and `role-name` alone or
+//! together), the opt-out label and the legacy routing label, unrelated annotations and labels,
+//! fields Kubernetes does not have yet at every level, and `null` or empty lists where the webhook
+//! appends. Each case also carries the M2MToken lookup answer, the server configuration, whether
+//! the namespace is labelled `idaas-projector.io/injection: enabled`, and the pod's ServiceAccount
+//! lookup (found with its own annotations, valid and invalid, that may opt the pod in and carry
+//! settings; absent; or unavailable). In a labelled namespace the pod more often lacks its own
+//! `m2m-token`, so that opting in by the ServiceAccount is exercised.
 //!
 //! Each property is checked on 10,000 generated cases:
-//! 1. `mutate` and `review` never panic; `review` echoes the uid and agrees with `mutate`.
+//! 1. `mutate` and `review` never panic; `review` echoes the uid and agrees with `mutate` (through
+//!    `/mutate/namespace` for a labelled namespace, with the case's ServiceAccount).
 //! 2. Idempotent: after the patch, a second `mutate` returns an empty patch and no denial.
 //! 3. Every user-set env var (and envFrom, volume, mount) is kept as the user set it.
 //! 4. Everything the webhook does not own (unknown fields included) is unchanged.
 //! 5. The patched pod is valid where the webhook touched it; denials are one non-empty line.
-//! 6. The pod is denied exactly when the contract says so, with a message naming the cause.
+//! 6. The pod is skipped, denied or injected exactly when the contract says so (the opt-out label
+//!    first, then the pod's opt-in, then its ServiceAccount's; each setting from the pod, then the
+//!    ServiceAccount, then the M2MToken, then the server), a denial names its cause (the
+//!    annotation, and the ServiceAccount when it carries it), and the warnings include the
+//!    contract's (pod-only annotations on a ServiceAccount, the legacy routing label).
 //!
 //! Generating a pod costs more than checking it in debug builds, so two proptest functions of
 //! 10,000 cases each check three properties per pod (1, 2, 6 on the answer; 3, 4, 5 on the
@@ -33,8 +44,8 @@ use base64::Engine as _;
 use idaas_projector::testing::{FixedResolver, review_now};
 use idaas_projector::webhook::annotations as crate_annotations;
 use idaas_projector::webhook::mutate::{
-    self as crate_mutate, AccountLookup, MutateConfig, Mutation, Scope, TokenDefaults, TokenLookup,
-    mutate,
+    self as crate_mutate, AccountAnnotations, AccountLookup, MutateConfig, Mutation, Scope,
+    TokenDefaults, TokenLookup, mutate,
 };
 use idaas_projector::webhook::review::Via;
 use proptest::collection::{btree_map, vec};
@@ -49,6 +60,7 @@ use serde_json::{Map, Value, json};
 
 const M2M_TOKEN: &str = "idaas-projector.io/m2m-token";
 const ROLE_ARN: &str = "idaas-projector.io/role-arn";
+const ROLE_NAME: &str = "idaas-projector.io/role-name";
 const OIDC_PROVIDER_ARN: &str = "idaas-projector.io/oidc-provider-arn";
 const ROLE_SESSION_NAME: &str = "idaas-projector.io/role-session-name";
 const STS_REGION: &str = "idaas-projector.io/sts-region";
@@ -57,6 +69,14 @@ const SKIP_CONTAINERS: &str = "idaas-projector.io/skip-containers";
 const ONLY_CONTAINERS: &str = "idaas-projector.io/only-containers";
 const TOKEN_WAIT: &str = "idaas-projector.io/token-wait";
 const INJECTED: &str = "idaas-projector.io/injected";
+/// Annotations read from pods only: on a ServiceAccount they only warn.
+const POD_ONLY: [&str; 3] = [ROLE_SESSION_NAME, SKIP_CONTAINERS, ONLY_CONTAINERS];
+/// `disabled` on a pod opts it out; `enabled` on a namespace routes its pods.
+const INJECTION_LABEL: &str = "idaas-projector.io/injection";
+/// The object-selector mode's old routing label: still routed, with a deprecation warning.
+const LEGACY_INJECT_LABEL: &str = "idaas-projector.io/inject";
+/// The node labels that name a node's operating system.
+const OS_LABELS: [&str; 2] = ["kubernetes.io/os", "beta.kubernetes.io/os"];
 
 const VOLUME: &str = "idaas-projector-token";
 const MOUNT_PATH: &str = "/var/run/secrets/idaas-projector.io";
@@ -90,6 +110,17 @@ const NO_SUCH_CONTAINER: &str = "no-such-container";
 
 /// An annotation: absent, or a value and whether the contract accepts it.
 type Ann = Option<(Value, bool)>;
+
+/// A ServiceAccount's annotation (always a string): absent, or a value and whether the
+/// contract accepts it.
+type SaAnn = Option<(String, bool)>;
+
+/// One level's `role-arn` and `role-name` (both set is a denial).
+#[derive(Debug, Clone)]
+struct RoleBp<A> {
+    arn: A,
+    name: A,
+}
 
 #[derive(Debug, Clone)]
 enum ListShape<T> {
@@ -195,7 +226,7 @@ enum SelBp {
 #[derive(Debug, Clone)]
 struct AnnBp {
     m2m: Ann,
-    role: Ann,
+    role: RoleBp<Ann>,
     oidc: Ann,
     session: Ann,
     region: Ann,
@@ -204,6 +235,50 @@ struct AnnBp {
     selection: SelBp,
     injected: Option<String>,
     others: BTreeMap<String, String>,
+}
+
+/// The pod's ServiceAccount, with its `idaas-projector.io/*` annotations.
+#[derive(Debug, Clone)]
+struct AccountBp {
+    name: String,
+    m2m: SaAnn,
+    role: RoleBp<SaAnn>,
+    oidc: SaAnn,
+    region: SaAnn,
+    vpc: SaAnn,
+    wait: SaAnn,
+    /// Annotations read from pods only (any value: on a ServiceAccount they only warn).
+    pod_only: BTreeMap<&'static str, String>,
+    /// Other annotations of the project's prefix, which mean nothing.
+    others: BTreeMap<String, String>,
+}
+
+/// The answer to the ServiceAccount lookup.
+#[derive(Debug, Clone)]
+enum AccountBpLookup {
+    Found(Box<AccountBp>),
+    Absent,
+    /// Not known for now, with the message the webhook sends back.
+    Unavailable(String),
+}
+
+/// What a pod in a labelled namespace leaves to its ServiceAccount.
+#[derive(Debug, Clone, Copy)]
+enum LeftToAccount {
+    Nothing,
+    /// No `m2m-token` on the pod.
+    OptIn,
+    /// No `m2m-token`, and none of the settings a ServiceAccount may carry.
+    OptInAndSettings,
+}
+
+/// The pod's own labels the webhook reads.
+#[derive(Debug, Clone)]
+struct PodLabelsBp {
+    /// `idaas-projector.io/injection` (`disabled` opts the pod out).
+    injection: Option<&'static str>,
+    /// The legacy `idaas-projector.io/inject` routing label.
+    legacy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -219,18 +294,26 @@ struct PodBp {
     meta_namespace: Option<String>,
     request_namespace: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    our_labels: PodLabelsBp,
     ann: AnnBp,
+    /// In a labelled namespace, what the pod leaves to its ServiceAccount.
+    left_to_account: LeftToAccount,
     containers: Vec<ContainerBp>,
     init: ListShape<ContainerBp>,
     volumes: ListShape<VolumeBp>,
     pod_security: Option<Value>,
     node_selector: Option<BTreeMap<String, String>>,
     os: Option<&'static str>,
+    affinity: Option<Value>,
     extras_pod: Vec<(String, Value)>,
     extras_meta: Vec<(String, Value)>,
     extras_spec: Vec<(String, Value)>,
     lookup: TokenLookup,
     config: MutateConfig,
+    namespace_enabled: bool,
+    account: AccountBpLookup,
+    /// Whether `spec.serviceAccountName` names the ServiceAccount (else the pod leaves it unset).
+    names_account: bool,
 }
 
 /// Which containers the pod's skip/only annotations select, as the test reads them.
@@ -258,16 +341,23 @@ impl Sel {
     }
 }
 
-/// One generated input: the pod, the request namespace, the lookup answer and the configuration,
-/// plus what the generator knows about its annotations.
+/// One generated input: the pod, the request namespace, the lookup answers, the configuration
+/// and whether the namespace is labelled, plus what the generator knows about the annotations.
 #[derive(Clone)]
 struct Case {
     pod: Value,
     namespace: Option<String>,
     lookup: TokenLookup,
     config: MutateConfig,
-    /// The annotations whose values the contract rejects (empty: all valid).
+    /// The namespace is labelled `idaas-projector.io/injection: enabled` (the request comes
+    /// through `/mutate/namespace`).
+    namespace_enabled: bool,
+    /// The pod's ServiceAccount, as the webhook would look it up.
+    account: AccountLookup,
+    /// The pod's annotations whose values the contract rejects (empty: all valid).
     invalid_annotations: Vec<&'static str>,
+    /// The ServiceAccount's annotations whose values the contract rejects.
+    invalid_account_annotations: Vec<&'static str>,
     selection: Sel,
 }
 
@@ -277,12 +367,17 @@ impl fmt::Debug for Case {
             f,
             concat!(
                 "Case {{ namespace: {:?}, lookup: {:?}, config: {:?}, ",
-                "invalid_annotations: {:?}, selection: {:?},\n  pod: {} }}"
+                "namespace_enabled: {:?}, account: {:?}, ",
+                "invalid_annotations: {:?}, invalid_account_annotations: {:?}, ",
+                "selection: {:?},\n  pod: {} }}"
             ),
             self.namespace,
             self.lookup,
             self.config,
+            self.namespace_enabled,
+            self.account,
             self.invalid_annotations,
+            self.invalid_account_annotations,
             self.selection,
             serde_json::to_string(&self.pod).unwrap()
         )
@@ -389,20 +484,6 @@ fn unknown_fields() -> impl Strategy<Value = Vec<(String, Value)>> {
     )
 }
 
-fn ann(
-    weights: (u32, u32, u32),
-    valid: BoxedStrategy<String>,
-    invalid: BoxedStrategy<Value>,
-) -> BoxedStrategy<Ann> {
-    let (absent, good, bad) = weights;
-    prop_oneof![
-        absent => Just(None),
-        good => valid.prop_map(|s| Some((Value::String(s), true))),
-        bad => invalid.prop_map(|v| Some((v, false))),
-    ]
-    .boxed()
-}
-
 fn strs(values: &'static [&'static str]) -> BoxedStrategy<String> {
     proptest::sample::select(values)
         .prop_map(str::to_owned)
@@ -437,65 +518,216 @@ fn sel_bp() -> impl Strategy<Value = SelBp> {
     ]
 }
 
+/// A pod annotation: absent, valid or invalid (a string or another JSON type), by weight.
+fn ann(
+    weights: (u32, u32, u32),
+    valid: BoxedStrategy<String>,
+    invalid: BoxedStrategy<Value>,
+) -> BoxedStrategy<Ann> {
+    let (absent, good, bad) = weights;
+    prop_oneof![
+        absent => Just(None),
+        good => valid.prop_map(|s| Some((Value::String(s), true))),
+        bad => invalid.prop_map(|v| Some((v, false))),
+    ]
+    .boxed()
+}
+
+/// A ServiceAccount annotation: absent, valid or invalid, by weight.
+fn sa_ann(
+    weights: (u32, u32, u32),
+    valid: BoxedStrategy<String>,
+    invalid: BoxedStrategy<String>,
+) -> BoxedStrategy<SaAnn> {
+    let (absent, good, bad) = weights;
+    prop_oneof![
+        absent => Just(None),
+        good => valid.prop_map(|s| Some((s, true))),
+        bad => invalid.prop_map(|s| Some((s, false))),
+    ]
+    .boxed()
+}
+
+/// An invalid pod annotation: one of the invalid strings, or sometimes another JSON type.
+fn pod_invalid(strings: BoxedStrategy<String>, other: Value) -> BoxedStrategy<Value> {
+    prop_oneof![4 => strings.prop_map(Value::String), 1 => Just(other)].boxed()
+}
+
+// The values of each annotation, valid and invalid (as strings), for pods and ServiceAccounts
+// alike.
+
+fn m2m_valid() -> BoxedStrategy<String> {
+    padded(prop_oneof![
+        Just("payments".to_owned()),
+        text(&[(LOWER, 1, 1), (LOWER_DIGITS, 0, 8)]),
+        text(&[
+            (LOWER, 1, 1),
+            (LOWER_DIGITS, 0, 4),
+            ("-", 0, 0),
+            (LOWER_DIGITS, 1, 4),
+            (".", 0, 0),
+            (LOWER, 1, 4)
+        ]),
+    ])
+    .boxed()
+}
+
+fn m2m_invalid() -> BoxedStrategy<String> {
+    strs(&["Payments", "", "bad_name", "-x", "a..b", " "])
+}
+
+fn role_arn_valid() -> BoxedStrategy<String> {
+    padded(text(&[
+        ("acs:ram::", 0, 0),
+        (DIGITS, 1, 16),
+        (":role/", 0, 0),
+        (RAM_ROLE_NAME, 1, 20),
+    ]))
+    .boxed()
+}
+
+fn role_arn_invalid() -> BoxedStrategy<String> {
+    strs(&[
+        "arn:aws:iam::1:role/x",
+        "acs:ram::12x:role/a",
+        "acs:ram::1:role/",
+        "acs:ram::1:oidc-provider/a",
+        "acs:ram::1:role/a b",
+        "acs:ram:::role/a",
+    ])
+}
+
+fn role_name_valid() -> BoxedStrategy<String> {
+    padded(prop_oneof![
+        3 => text(&[(RAM_ROLE_NAME, 1, 20)]),
+        1 => text(&[(RAM_ROLE_NAME, 60, 64)]),
+    ])
+    .boxed()
+}
+
+fn role_name_invalid() -> BoxedStrategy<String> {
+    prop_oneof![
+        strs(&[
+            "",
+            " ",
+            "a b",
+            "x/y",
+            "caf\u{e9}",
+            "role:x",
+            "acs:ram::1:role/a"
+        ]),
+        text(&[(RAM_ROLE_NAME, 65, 70)]),
+    ]
+    .boxed()
+}
+
+fn oidc_valid() -> BoxedStrategy<String> {
+    padded(text(&[
+        ("acs:ram::", 0, 0),
+        (DIGITS, 1, 16),
+        (":oidc-provider/", 0, 0),
+        (RAM_NAME, 1, 20),
+    ]))
+    .boxed()
+}
+
+fn oidc_invalid() -> BoxedStrategy<String> {
+    strs(&[
+        "acs:ram::1:role/a",
+        "acs:ram::1:oidc-provider/a@b",
+        "acs:ram::1:oidc-provider/",
+    ])
+}
+
+fn region_valid() -> BoxedStrategy<String> {
+    strs(&[
+        "cn-hangzhou",
+        "ap-southeast-1",
+        "cn-shanghai-finance-1",
+        "us-west-1",
+        " cn-beijing ",
+    ])
+}
+
+fn region_invalid() -> BoxedStrategy<String> {
+    strs(&["CN-hangzhou", "cn", "cn-", "hangzhou", "cn--x"])
+}
+
+fn vpc_valid() -> BoxedStrategy<String> {
+    strs(&["true", "false", "TRUE", " false ", "True"])
+}
+
+fn vpc_invalid() -> BoxedStrategy<String> {
+    strs(&["yes", "1", "", "on"])
+}
+
+fn wait_valid() -> BoxedStrategy<String> {
+    strs(&[
+        "false", "FALSE", "true", "2m", "90s", "1m30s", "1h", "1s", " 5m ", "10m",
+    ])
+}
+
+fn wait_invalid() -> BoxedStrategy<String> {
+    strs(&["0s", "2h", "500ms", "soon", "", "61m"])
+}
+
+/// A level's role: neither, `role-arn`, `role-name`, or both (each valid or not), by weight.
+fn role_bp<A: fmt::Debug + Clone + 'static>(
+    weights: (u32, u32, u32, u32),
+    arn: BoxedStrategy<A>,
+    name: BoxedStrategy<A>,
+    none: A,
+) -> BoxedStrategy<RoleBp<A>> {
+    let (neither, by_arn, by_name, both) = weights;
+    let n = none.clone();
+    let m = none.clone();
+    prop_oneof![
+        neither => Just(RoleBp { arn: none.clone(), name: none }),
+        by_arn => arn.clone().prop_map(move |arn| RoleBp { arn, name: n.clone() }),
+        by_name => name.clone().prop_map(move |name| RoleBp { arn: m.clone(), name }),
+        both => (arn, name).prop_map(|(arn, name)| RoleBp { arn, name }),
+    ]
+    .boxed()
+}
+
+/// The pod's `role-arn` and `role-name`.
+fn pod_role() -> BoxedStrategy<RoleBp<Ann>> {
+    let set = |valid: BoxedStrategy<String>, invalid: BoxedStrategy<Value>| {
+        prop_oneof![
+            98 => valid.prop_map(|s| Some((Value::String(s), true))),
+            2 => invalid.prop_map(|v| Some((v, false))),
+        ]
+        .boxed()
+    };
+    role_bp(
+        (12, 68, 17, 3),
+        set(
+            role_arn_valid(),
+            pod_invalid(role_arn_invalid(), json!(["acs:ram::1:role/a"])),
+        ),
+        set(
+            role_name_valid(),
+            pod_invalid(role_name_invalid(), json!(7)),
+        ),
+        None,
+    )
+}
+
 fn ann_bp() -> impl Strategy<Value = AnnBp> {
     let m2m = ann(
         (8, 91, 1),
-        padded(prop_oneof![
-            Just("payments".to_owned()),
-            text(&[(LOWER, 1, 1), (LOWER_DIGITS, 0, 8)]),
-            text(&[
-                (LOWER, 1, 1),
-                (LOWER_DIGITS, 0, 4),
-                ("-", 0, 0),
-                (LOWER_DIGITS, 1, 4),
-                (".", 0, 0),
-                (LOWER, 1, 4)
-            ]),
-        ])
-        .boxed(),
+        m2m_valid(),
         prop_oneof![
-            json_strs(&["Payments", "", "bad_name", "-x", "a..b", " "]),
+            m2m_invalid().prop_map(Value::String),
             Just(json!(7)),
             Just(json!(true)),
         ]
         .boxed(),
     );
-    let role = ann(
-        (10, 89, 1),
-        padded(text(&[
-            ("acs:ram::", 0, 0),
-            (DIGITS, 1, 16),
-            (":role/", 0, 0),
-            (RAM_ROLE_NAME, 1, 20),
-        ]))
-        .boxed(),
-        prop_oneof![
-            json_strs(&[
-                "arn:aws:iam::1:role/x",
-                "acs:ram::12x:role/a",
-                "acs:ram::1:role/",
-                "acs:ram::1:oidc-provider/a",
-                "acs:ram::1:role/a b",
-                "acs:ram:::role/a",
-            ]),
-            Just(json!(["acs:ram::1:role/a"])),
-        ]
-        .boxed(),
-    );
     let oidc = ann(
         (40, 59, 1),
-        padded(text(&[
-            ("acs:ram::", 0, 0),
-            (DIGITS, 1, 16),
-            (":oidc-provider/", 0, 0),
-            (RAM_NAME, 1, 20),
-        ]))
-        .boxed(),
-        json_strs(&[
-            "acs:ram::1:role/a",
-            "acs:ram::1:oidc-provider/a@b",
-            "acs:ram::1:oidc-provider/",
-        ]),
+        oidc_valid(),
+        oidc_invalid().prop_map(Value::String).boxed(),
     );
     let session = ann(
         (70, 29, 1),
@@ -508,26 +740,18 @@ fn ann_bp() -> impl Strategy<Value = AnnBp> {
     );
     let region = ann(
         (70, 29, 1),
-        strs(&[
-            "cn-hangzhou",
-            "ap-southeast-1",
-            "cn-shanghai-finance-1",
-            "us-west-1",
-            " cn-beijing ",
-        ]),
-        json_strs(&["CN-hangzhou", "cn", "cn-", "hangzhou", "cn--x"]),
+        region_valid(),
+        region_invalid().prop_map(Value::String).boxed(),
     );
     let vpc = ann(
         (70, 29, 1),
-        strs(&["true", "false", "TRUE", " false ", "True"]),
-        json_strs(&["yes", "1", "", "on"]),
+        vpc_valid(),
+        vpc_invalid().prop_map(Value::String).boxed(),
     );
     let wait = ann(
         (60, 39, 1),
-        strs(&[
-            "false", "FALSE", "true", "2m", "90s", "1m30s", "1h", "1s", " 5m ", "10m",
-        ]),
-        json_strs(&["0s", "2h", "500ms", "soon", "", "61m"]),
+        wait_valid(),
+        wait_invalid().prop_map(Value::String).boxed(),
     );
     let injected = prop_oneof![
         92 => Just(None),
@@ -543,7 +767,7 @@ fn ann_bp() -> impl Strategy<Value = AnnBp> {
         0..3,
     );
     (
-        (m2m, role, oidc, session),
+        (m2m, pod_role(), oidc, session),
         (region, vpc, wait, sel_bp()),
         injected,
         others,
@@ -564,6 +788,118 @@ fn ann_bp() -> impl Strategy<Value = AnnBp> {
                 }
             },
         )
+}
+
+/// The pod's ServiceAccount: each setting the contract lets it carry, valid or not, sometimes
+/// `m2m-token`, sometimes annotations read from pods only.
+fn account_bp() -> impl Strategy<Value = AccountBp> {
+    let role = role_bp(
+        (40, 38, 17, 5),
+        sa_ann((0, 97, 3), role_arn_valid(), role_arn_invalid()),
+        sa_ann((0, 97, 3), role_name_valid(), role_name_invalid()),
+        None,
+    );
+    let pod_only = prop_oneof![
+        8 => Just(BTreeMap::new()),
+        2 => btree_map(
+            proptest::sample::select(&POD_ONLY[..]),
+            prop_oneof![Just("app".to_owned()), Just("Not A Name".to_owned()), label()],
+            1..3,
+        ),
+    ];
+    let others = prop_oneof![
+        4 => Just(BTreeMap::new()),
+        1 => btree_map(
+            prop_oneof![
+                Just("idaas-projector.io/unknown-setting".to_owned()),
+                Just(INJECTED.to_owned()),
+                text(&[("example.com/", 0, 0), (LOWER, 1, 8)]),
+            ],
+            text(&[(PRINTABLE, 0, 12)]),
+            1..3,
+        ),
+    ];
+    (
+        (
+            prop_oneof![Just("default".to_owned()), label()],
+            sa_ann((38, 60, 2), m2m_valid(), m2m_invalid()),
+            role,
+        ),
+        (
+            sa_ann((60, 38, 2), oidc_valid(), oidc_invalid()),
+            sa_ann((65, 33, 2), region_valid(), region_invalid()),
+            sa_ann((70, 28, 2), vpc_valid(), vpc_invalid()),
+            sa_ann((65, 33, 2), wait_valid(), wait_invalid()),
+        ),
+        (pod_only, others),
+    )
+        .prop_map(
+            |((name, m2m, role), (oidc, region, vpc, wait), (pod_only, others))| AccountBp {
+                name,
+                m2m,
+                role,
+                oidc,
+                region,
+                vpc,
+                wait,
+                pod_only,
+                others,
+            },
+        )
+}
+
+/// The ServiceAccount lookup: mostly found, sometimes absent, rarely unavailable.
+fn account_lookup() -> impl Strategy<Value = AccountBpLookup> {
+    prop_oneof![
+        80 => account_bp().prop_map(|sa| AccountBpLookup::Found(Box::new(sa))),
+        17 => Just(AccountBpLookup::Absent),
+        3 => strs(&[
+            "the webhook has not loaded the cluster's ServiceAccounts yet, so ServiceAccount \"default\" \
+             in namespace \"shop\" cannot be read; retry in a few seconds",
+            "the webhook cannot read ServiceAccount \"default\" in namespace \"shop\" (timed out); \
+             retry in a few seconds",
+        ])
+        .prop_map(AccountBpLookup::Unavailable),
+    ]
+}
+
+/// The pod's `idaas-projector.io/injection` label (`disabled` opts it out) and the legacy one.
+fn pod_labels_bp() -> impl Strategy<Value = PodLabelsBp> {
+    let injection = prop_oneof![
+        86 => Just(None),
+        6 => Just(Some("disabled")),
+        1 => Just(Some(" disabled ")),
+        5 => Just(Some("enabled")),
+        2 => Just(Some("")),
+    ];
+    let legacy = prop_oneof![9 => Just(false), 1 => Just(true)];
+    (injection, legacy).prop_map(|(injection, legacy)| PodLabelsBp { injection, legacy })
+}
+
+/// Sometimes a node affinity: a required one (often admitting only Windows nodes, through
+/// either OS label, sometimes also Linux ones or other terms) or a preferred one.
+fn node_affinity() -> impl Strategy<Value = Option<Value>> {
+    let os_label = proptest::sample::select(&OS_LABELS[..]);
+    let expr = prop_oneof![
+        6 => os_label.clone().prop_map(|k| json!({"key": k, "operator": "In", "values": ["windows"]})),
+        1 => (os_label.clone(), prop_oneof![Just(json!(["linux"])), Just(json!(["windows", "linux"]))])
+            .prop_map(|(k, v)| json!({"key": k, "operator": "In", "values": v})),
+        1 => os_label.clone().prop_map(|k| json!({"key": k, "operator": "NotIn", "values": ["windows"]})),
+        1 => os_label.prop_map(|k| json!({"key": k, "operator": "Exists"})),
+        1 => Just(json!({"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]})),
+    ];
+    let term = vec(expr, 1..3).prop_map(|e| json!({"matchExpressions": e}));
+    let required = vec(term.clone(), 1..3).prop_map(|terms| {
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}})
+    });
+    let preferred = term.prop_map(|t| {
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": t}]}})
+    });
+    prop_oneof![
+        85 => Just(None),
+        12 => required.prop_map(Some),
+        3 => preferred.prop_map(Some),
+    ]
 }
 
 fn value_from() -> impl Strategy<Value = Value> {
@@ -791,7 +1127,16 @@ fn config() -> impl Strategy<Value = MutateConfig> {
         })
 }
 
-fn pod_bp() -> impl Strategy<Value = PodBp> {
+/// The pod's name, its namespaces (in the metadata and in the request) and its labels.
+#[allow(clippy::type_complexity)]
+fn pod_identity() -> impl Strategy<
+    Value = (
+        PodName,
+        (Option<String>, Option<String>),
+        Option<BTreeMap<String, String>>,
+        PodLabelsBp,
+    ),
+> {
     let name = prop_oneof![
         6 => label().prop_map(PodName::Name),
         3 => label().prop_map(|n| PodName::GenerateName(format!("{n}-"))),
@@ -814,9 +1159,22 @@ fn pod_bp() -> impl Strategy<Value = PodBp> {
         label(),
         0..3,
     ));
+    (name, namespaces, labels, pod_labels_bp())
+}
+
+/// What makes a pod a Windows pod, or not: the nodeSelector (either OS label, or others),
+/// `spec.os.name`, a node affinity.
+fn windows_bp() -> impl Strategy<
+    Value = (
+        Option<BTreeMap<String, String>>,
+        Option<&'static str>,
+        Option<Value>,
+    ),
+> {
     let node_selector = proptest::option::of(btree_map(
         prop_oneof![
             3 => Just("kubernetes.io/os".to_owned()),
+            2 => Just("beta.kubernetes.io/os".to_owned()),
             1 => Just("kubernetes.io/arch".to_owned()),
             1 => text(&[(LOWER, 1, 6)]),
         ],
@@ -832,41 +1190,65 @@ fn pod_bp() -> impl Strategy<Value = PodBp> {
         1 => Just(Some("windows")),
         1 => Just(Some("linux")),
     ];
+    (node_selector, os, node_affinity())
+}
+
+fn pod_bp() -> impl Strategy<Value = PodBp> {
     (
-        (name, namespaces, labels, ann_bp()),
+        (
+            pod_identity(),
+            ann_bp(),
+            prop_oneof![
+                4 => Just(LeftToAccount::Nothing),
+                3 => Just(LeftToAccount::OptIn),
+                3 => Just(LeftToAccount::OptInAndSettings),
+            ],
+        ),
         (
             vec(container_bp(1), 1..5),
             list_shape(container_bp(3), 0..4, (45, 3, 52)),
             list_shape(volume_bp(), 0..5, (30, 3, 67)),
         ),
-        (proptest::option::of(security_context()), node_selector, os),
+        (proptest::option::of(security_context()), windows_bp()),
         (unknown_fields(), unknown_fields(), unknown_fields()),
         (lookup(), config()),
+        (
+            any::<bool>(),
+            account_lookup(),
+            prop_oneof![3 => Just(true), 1 => Just(false)],
+        ),
     )
         .prop_map(
             |(
-                (name, (meta_namespace, request_namespace), labels, ann),
+                ((name, (meta_namespace, request_namespace), labels, our_labels), ann, left),
                 (containers, init, volumes),
-                (pod_security, node_selector, os),
+                (pod_security, (node_selector, os, affinity)),
                 (extras_pod, extras_meta, extras_spec),
                 (lookup, config),
+                (namespace_enabled, account, names_account),
             )| PodBp {
                 name,
                 meta_namespace,
                 request_namespace,
                 labels,
+                our_labels,
                 ann,
+                left_to_account: left,
                 containers,
                 init,
                 volumes,
                 pod_security,
                 node_selector,
                 os,
+                affinity,
                 extras_pod,
                 extras_meta,
                 extras_spec,
                 lookup,
                 config,
+                namespace_enabled,
+                account,
+                names_account,
             },
         )
 }
@@ -1045,8 +1427,9 @@ fn render_list(
     }
 }
 
-fn build(bp: PodBp) -> Case {
-    // Container names: unique across containers and init containers, as Kubernetes requires.
+/// Container names, unique across containers and init containers as Kubernetes requires:
+/// the regular ones, then the init ones.
+fn container_names(bp: &PodBp) -> (Vec<String>, Vec<String>) {
     let mut used = HashSet::new();
     let regular_names: Vec<String> = bp
         .containers
@@ -1062,10 +1445,13 @@ fn build(bp: PodBp) -> Case {
             .collect(),
         _ => vec![],
     };
+    (regular_names, init_names)
+}
 
-    // Volumes: unique names.
+/// `spec.volumes` (unique names), and the names of the user's own volumes, for mounts.
+fn volumes_json(volumes: &ListShape<VolumeBp>) -> (Option<Value>, Vec<String>) {
     let mut used_volumes = HashSet::new();
-    let volumes_json = list_json(&bp.volumes, |items| {
+    let json = list_json(volumes, |items| {
         items
             .iter()
             .enumerate()
@@ -1087,35 +1473,28 @@ fn build(bp: PodBp) -> Case {
             .collect()
     });
     // Mounts refer to the user's own volumes (or to the webhook's volume name).
-    let mut user_volume_names: Vec<String> = used_volumes.iter().cloned().collect();
+    let mut user_volume_names: Vec<String> = used_volumes.into_iter().collect();
     user_volume_names.sort();
     user_volume_names.retain(|n| n != VOLUME);
+    (json, user_volume_names)
+}
 
-    let containers: Vec<Value> = bp
-        .containers
-        .iter()
-        .zip(&regular_names)
-        .map(|(c, n)| container_json(c, n, &user_volume_names, false))
-        .collect();
-    let init_json = list_json(&bp.init, |items| {
-        items
-            .iter()
-            .zip(&init_names)
-            .map(|(c, n)| container_json(c, n, &user_volume_names, true))
-            .collect()
-    });
-
-    // Annotations.
+/// The pod's annotations, the ones whose values the contract rejects, and the selection.
+fn pod_annotations(
+    ann: &AnnBp,
+    all_names: &[String],
+) -> (Map<String, Value>, Vec<&'static str>, Sel) {
     let mut invalid = Vec::new();
     let mut annotations = Map::new();
     for (key, value) in [
-        (M2M_TOKEN, &bp.ann.m2m),
-        (ROLE_ARN, &bp.ann.role),
-        (OIDC_PROVIDER_ARN, &bp.ann.oidc),
-        (ROLE_SESSION_NAME, &bp.ann.session),
-        (STS_REGION, &bp.ann.region),
-        (STS_VPC_ENDPOINT, &bp.ann.vpc),
-        (TOKEN_WAIT, &bp.ann.wait),
+        (M2M_TOKEN, &ann.m2m),
+        (ROLE_ARN, &ann.role.arn),
+        (ROLE_NAME, &ann.role.name),
+        (OIDC_PROVIDER_ARN, &ann.oidc),
+        (ROLE_SESSION_NAME, &ann.session),
+        (STS_REGION, &ann.region),
+        (STS_VPC_ENDPOINT, &ann.vpc),
+        (TOKEN_WAIT, &ann.wait),
     ] {
         if let Some((v, ok)) = value {
             annotations.insert(key.to_owned(), v.clone());
@@ -1124,13 +1503,16 @@ fn build(bp: PodBp) -> Case {
             }
         }
     }
-    let all_names: Vec<String> = regular_names.iter().chain(&init_names).cloned().collect();
+    both_roles_invalid(
+        ann.role.arn.is_some() && ann.role.name.is_some(),
+        &mut invalid,
+    );
     let mut sel_annotation = |list: &ListBp, key: &'static str, only: bool| {
-        let (text, names) = render_list(list, &all_names, key, only, &mut invalid);
+        let (text, names) = render_list(list, all_names, key, only, &mut invalid);
         annotations.insert(key.to_owned(), json!(text));
         names
     };
-    let selection = match &bp.ann.selection {
+    let selection = match &ann.selection {
         SelBp::All => Sel::All,
         SelBp::Skip(l) => Sel::Skip(sel_annotation(l, SKIP_CONTAINERS, false)),
         SelBp::Only(l) => Sel::Only(sel_annotation(l, ONLY_CONTAINERS, true)),
@@ -1141,14 +1523,69 @@ fn build(bp: PodBp) -> Case {
             Sel::Only(names)
         }
     };
-    if let Some(h) = &bp.ann.injected {
+    if let Some(h) = &ann.injected {
         annotations.insert(INJECTED.to_owned(), json!(h));
     }
-    for (k, v) in &bp.ann.others {
+    for (k, v) in &ann.others {
         annotations.entry(k.clone()).or_insert_with(|| json!(v));
     }
+    (annotations, invalid, selection)
+}
 
-    // Metadata.
+/// `role-arn` and `role-name` on one level: both are at fault, whatever their values.
+fn both_roles_invalid(both: bool, invalid: &mut Vec<&'static str>) {
+    if both {
+        for key in [ROLE_ARN, ROLE_NAME] {
+            if !invalid.contains(&key) {
+                invalid.push(key);
+            }
+        }
+    }
+}
+
+/// The ServiceAccount lookup, and the ServiceAccount's annotations the contract rejects.
+fn account_of(bp: &AccountBpLookup) -> (AccountLookup, Vec<&'static str>) {
+    let sa = match bp {
+        AccountBpLookup::Found(sa) => sa,
+        AccountBpLookup::Absent => return (AccountLookup::Absent, vec![]),
+        AccountBpLookup::Unavailable(why) => {
+            return (AccountLookup::Unavailable(why.clone()), vec![]);
+        }
+    };
+    let mut annotations: BTreeMap<String, String> = sa.others.clone();
+    let mut invalid = Vec::new();
+    for (key, value) in [
+        (M2M_TOKEN, &sa.m2m),
+        (ROLE_ARN, &sa.role.arn),
+        (ROLE_NAME, &sa.role.name),
+        (OIDC_PROVIDER_ARN, &sa.oidc),
+        (STS_REGION, &sa.region),
+        (STS_VPC_ENDPOINT, &sa.vpc),
+        (TOKEN_WAIT, &sa.wait),
+    ] {
+        if let Some((v, ok)) = value {
+            annotations.insert(key.to_owned(), v.clone());
+            if !ok {
+                invalid.push(key);
+            }
+        }
+    }
+    both_roles_invalid(
+        sa.role.arn.is_some() && sa.role.name.is_some(),
+        &mut invalid,
+    );
+    for (key, value) in &sa.pod_only {
+        annotations.insert((*key).to_owned(), value.clone());
+    }
+    let found = AccountAnnotations {
+        name: sa.name.clone(),
+        annotations,
+    };
+    (AccountLookup::Found(found), invalid)
+}
+
+/// `metadata`: names, namespace, labels (the webhook's own among them) and annotations.
+fn metadata_json(bp: &PodBp, annotations: Map<String, Value>) -> Value {
     let mut metadata = Map::new();
     match &bp.name {
         PodName::Name(n) => {
@@ -1162,21 +1599,40 @@ fn build(bp: PodBp) -> Case {
     if let Some(ns) = &bp.meta_namespace {
         metadata.insert("namespace".into(), json!(ns));
     }
-    if let Some(labels) = &bp.labels {
+    let mut labels = bp.labels.clone();
+    if let Some(value) = bp.our_labels.injection {
+        labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(INJECTION_LABEL.to_owned(), value.to_owned());
+    }
+    if bp.our_labels.legacy {
+        labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(LEGACY_INJECT_LABEL.to_owned(), "true".to_owned());
+    }
+    if let Some(labels) = &labels {
         metadata.insert("labels".into(), json!(labels));
     }
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
     insert_extras(&mut metadata, &bp.extras_meta);
+    Value::Object(metadata)
+}
 
-    // Spec.
+/// `spec`, around the containers, init containers and volumes already rendered.
+fn spec_json(
+    bp: &PodBp,
+    containers: Vec<Value>,
+    init: Option<Value>,
+    volumes: Option<Value>,
+) -> Value {
     let mut spec = Map::new();
     spec.insert("containers".into(), Value::Array(containers));
-    if let Some(init) = init_json {
+    if let Some(init) = init {
         spec.insert("initContainers".into(), init);
     }
-    if let Some(volumes) = volumes_json {
+    if let Some(volumes) = volumes {
         spec.insert("volumes".into(), volumes);
     }
     if let Some(sc) = &bp.pod_security {
@@ -1188,36 +1644,93 @@ fn build(bp: PodBp) -> Case {
     if let Some(os) = bp.os {
         spec.insert("os".into(), json!({"name": os}));
     }
+    if let Some(affinity) = &bp.affinity {
+        spec.insert("affinity".into(), affinity.clone());
+    }
+    if let (true, AccountBpLookup::Found(sa)) = (bp.names_account, &bp.account) {
+        spec.insert("serviceAccountName".into(), json!(sa.name));
+    }
     spec.insert("restartPolicy".into(), json!("Always"));
     insert_extras(&mut spec, &bp.extras_spec);
+    Value::Object(spec)
+}
+
+/// The M2MToken the pod would name: its own, else its ServiceAccount's (in a labelled
+/// namespace), else a stand-in.
+fn token_named(bp: &PodBp) -> String {
+    let pod = bp.ann.m2m.as_ref().and_then(|(v, _)| v.as_str());
+    let account = match (&bp.account, bp.namespace_enabled) {
+        (AccountBpLookup::Found(sa), true) => sa.m2m.as_ref().map(|(v, _)| v.as_str()),
+        _ => None,
+    };
+    pod.or(account)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "payments".to_owned())
+}
+
+/// Takes off the pod what it leaves to its ServiceAccount.
+fn leave_to_account(ann: &mut AnnBp, left: LeftToAccount) {
+    if let LeftToAccount::OptIn | LeftToAccount::OptInAndSettings = left {
+        ann.m2m = None;
+    }
+    if let LeftToAccount::OptInAndSettings = left {
+        ann.role = RoleBp {
+            arn: None,
+            name: None,
+        };
+        ann.oidc = None;
+        ann.region = None;
+        ann.vpc = None;
+        ann.wait = None;
+    }
+}
+
+fn build(mut bp: PodBp) -> Case {
+    if bp.namespace_enabled {
+        leave_to_account(&mut bp.ann, bp.left_to_account);
+    }
+    let (regular_names, init_names) = container_names(&bp);
+    let (volumes, user_volume_names) = volumes_json(&bp.volumes);
+    let containers: Vec<Value> = bp
+        .containers
+        .iter()
+        .zip(&regular_names)
+        .map(|(c, n)| container_json(c, n, &user_volume_names, false))
+        .collect();
+    let init = list_json(&bp.init, |items| {
+        items
+            .iter()
+            .zip(&init_names)
+            .map(|(c, n)| container_json(c, n, &user_volume_names, true))
+            .collect()
+    });
+    let all_names: Vec<String> = regular_names.iter().chain(&init_names).cloned().collect();
+    let (annotations, invalid, selection) = pod_annotations(&bp.ann, &all_names);
 
     let mut pod = Map::new();
     pod.insert("apiVersion".into(), json!("v1"));
     pod.insert("kind".into(), json!("Pod"));
-    pod.insert("metadata".into(), Value::Object(metadata));
-    pod.insert("spec".into(), Value::Object(spec));
+    pod.insert("metadata".into(), metadata_json(&bp, annotations));
+    pod.insert("spec".into(), spec_json(&bp, containers, init, volumes));
     insert_extras(&mut pod, &bp.extras_pod);
 
     // A found M2MToken without a secretName writes the Secret named after itself.
-    let mut lookup = bp.lookup;
+    let mut lookup = bp.lookup.clone();
     if let TokenLookup::Found(d) = &mut lookup
         && d.secret_name.is_empty()
     {
-        d.secret_name = bp
-            .ann
-            .m2m
-            .as_ref()
-            .and_then(|(v, _)| v.as_str())
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|| "payments".to_owned());
+        d.secret_name = token_named(&bp);
     }
-
+    let (account, invalid_account_annotations) = account_of(&bp.account);
     Case {
         pod: Value::Object(pod),
         namespace: bp.request_namespace,
         lookup,
         config: bp.config,
+        namespace_enabled: bp.namespace_enabled,
+        account,
         invalid_annotations: invalid,
+        invalid_account_annotations,
         selection,
     }
 }
@@ -1238,13 +1751,63 @@ struct Expected {
     /// The init container's timeout, if one is inserted by this patch.
     init_wait: Option<Duration>,
     add_volume: bool,
+    /// Warnings the answer carries word for word: the ServiceAccount's pod-only annotations.
+    warnings: Vec<String>,
+    /// The pod has the legacy routing label: the answer warns that it is deprecated.
+    legacy_warning: bool,
+    provenance: Provenance,
+}
+
+/// Where the resolved values came from (what the generator's coverage counts).
+#[derive(Debug, Clone, Default)]
+struct Provenance {
+    opted_in_by_account: bool,
+    /// Settings the pod leaves to its ServiceAccount, which sets them ("role" for either role key).
+    from_account: Vec<&'static str>,
+    /// Settings both set: the pod's win.
+    pod_over_account: Vec<&'static str>,
+    /// The winning level names the role by `role-name`.
+    role_by_name: bool,
+}
+
+/// Something a denial's message must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cause {
+    /// A pod annotation, which the message names, and not as a ServiceAccount's.
+    Pod(&'static str),
+    /// The annotation of this ServiceAccount: the message names both.
+    Account(&'static str, String),
+    /// Any other name or word the message contains (a container, a volume, a path, a kind).
+    Names(&'static str),
+}
+
+impl Cause {
+    fn explains(&self, message: &str) -> bool {
+        match self {
+            Cause::Pod(key) => message.contains(key) && !message.contains(" on ServiceAccount \""),
+            Cause::Account(key, name) => {
+                message.contains(key) && message.contains(&format!(" on ServiceAccount {name:?}"))
+            }
+            Cause::Names(what) => message.contains(what),
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Pod(key) => write!(f, "{key}"),
+            Cause::Account(key, _) => write!(f, "{key} on a ServiceAccount"),
+            Cause::Names(what) => write!(f, "{what}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Outcome {
     Skip,
-    /// Denied; the message must contain one of these (the annotation or name at fault).
-    Deny(Vec<&'static str>),
+    /// Denied; the message must name one of these causes.
+    Deny(Vec<Cause>),
     Inject(Box<Expected>),
 }
 
@@ -1277,8 +1840,29 @@ fn same_path(a: &str, b: &str) -> bool {
 fn is_windows(spec: &Value) -> bool {
     let selector = |label: &str| spec.get("nodeSelector").and_then(|s| s.get(label));
     spec.pointer("/os/name") == Some(&json!("windows"))
-        || selector("kubernetes.io/os") == Some(&json!("windows"))
-        || selector("beta.kubernetes.io/os") == Some(&json!("windows"))
+        || OS_LABELS
+            .iter()
+            .any(|label| selector(label) == Some(&json!("windows")))
+        || affinity_requires_windows(spec)
+}
+
+/// A required node affinity every term of which (they are ORed) has an `In` expression on an
+/// OS label whose values are all `windows`.
+fn affinity_requires_windows(spec: &Value) -> bool {
+    let required =
+        &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let terms = items(required, "nodeSelectorTerms");
+    let windows_only = |e: &Value| {
+        let values = items(e, "values");
+        OS_LABELS.contains(&e["key"].as_str().unwrap_or(""))
+            && e["operator"] == "In"
+            && !values.is_empty()
+            && values.iter().all(|v| v == "windows")
+    };
+    !terms.is_empty()
+        && terms
+            .iter()
+            .all(|t| items(t, "matchExpressions").iter().any(windows_only))
 }
 
 /// Where the token is mounted, and the token file: the Windows forms in a Windows pod.
@@ -1305,17 +1889,178 @@ fn user_containers(pod: &Value) -> Vec<(&'static str, usize, &Value)> {
     regular.chain(init).collect()
 }
 
-fn oracle(case: &Case) -> Outcome {
+/// A pod labelled `idaas-projector.io/injection: disabled` (trimmed) is never injected.
+fn opted_out(pod: &Value) -> bool {
+    pod.pointer("/metadata/labels")
+        .and_then(|l| l.get(INJECTION_LABEL))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.trim() == "disabled")
+}
+
+/// Which level a setting was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Pod,
+    Account,
+}
+
+/// The role a level names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Arn(String),
+    Name(String),
+}
+
+/// Where settings are read: the pod's annotations, then (in a labelled namespace) its
+/// ServiceAccount's.
+struct Levels<'a> {
+    pod: &'a Value,
+    account: Option<&'a AccountAnnotations>,
+}
+
+impl<'a> Levels<'a> {
+    fn get(&self, level: Level, key: &str) -> Option<&'a str> {
+        match level {
+            Level::Pod => ann_str(self.pod, key),
+            Level::Account => self.account?.annotations.get(key).map(|v| v.trim()),
+        }
+    }
+
+    /// The first level's value of `key`.
+    fn value(&self, key: &str) -> Option<String> {
+        [Level::Pod, Level::Account]
+            .iter()
+            .find_map(|l| self.get(*l, key))
+            .map(str::to_owned)
+    }
+
+    /// The role of the first level that sets `role-arn` or `role-name`.
+    fn role(&self) -> Option<Role> {
+        [Level::Pod, Level::Account].iter().find_map(|l| {
+            match (self.get(*l, ROLE_ARN), self.get(*l, ROLE_NAME)) {
+                (Some(arn), _) => Some(Role::Arn(arn.to_owned())),
+                (None, Some(name)) => Some(Role::Name(name.to_owned())),
+                (None, None) => None,
+            }
+        })
+    }
+
+    /// Which settings come from the ServiceAccount, and which the pod's override.
+    fn provenance(&self, opted_in_by_account: bool) -> Provenance {
+        let mut p = Provenance {
+            opted_in_by_account,
+            role_by_name: matches!(self.role(), Some(Role::Name(_))),
+            ..Provenance::default()
+        };
+        let settings: [(&'static str, &[&str]); 5] = [
+            ("role", &[ROLE_ARN, ROLE_NAME]),
+            (OIDC_PROVIDER_ARN, &[OIDC_PROVIDER_ARN]),
+            (STS_REGION, &[STS_REGION]),
+            (STS_VPC_ENDPOINT, &[STS_VPC_ENDPOINT]),
+            (TOKEN_WAIT, &[TOKEN_WAIT]),
+        ];
+        for (what, keys) in settings {
+            let sets = |l: Level| keys.iter().any(|k| self.get(l, k).is_some());
+            match (sets(Level::Pod), sets(Level::Account)) {
+                (true, true) => p.pod_over_account.push(what),
+                (false, true) => p.from_account.push(what),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// The ServiceAccount whose annotations count: in a labelled namespace, when found. An
+/// unavailable one denies the pod.
+fn account_in_scope(case: &Case) -> Result<Option<&AccountAnnotations>, Outcome> {
+    if !case.namespace_enabled {
+        return Ok(None);
+    }
+    match &case.account {
+        AccountLookup::Found(sa) => Ok(Some(sa)),
+        AccountLookup::Absent => Ok(None),
+        AccountLookup::Unavailable(_) => {
+            let mut causes = vec![Cause::Names("ServiceAccount")];
+            if case.invalid_annotations.contains(&M2M_TOKEN) {
+                causes.push(Cause::Pod(M2M_TOKEN));
+            }
+            Err(Outcome::Deny(causes))
+        }
+    }
+}
+
+/// The annotations with values the contract rejects, on the pod and on its ServiceAccount (whose
+/// `m2m-token` does not count when the pod has its own).
+fn invalid_causes(
+    case: &Case,
+    account: Option<&AccountAnnotations>,
+    by_account: bool,
+) -> Vec<Cause> {
+    let mut causes: Vec<Cause> = case
+        .invalid_annotations
+        .iter()
+        .map(|key| Cause::Pod(key))
+        .collect();
+    if let Some(sa) = account {
+        for key in &case.invalid_account_annotations {
+            if *key != M2M_TOKEN || by_account {
+                causes.push(Cause::Account(key, sa.name.clone()));
+            }
+        }
+    }
+    causes
+}
+
+/// The account ID of `acs:ram::<account>:oidc-provider/<name>`.
+fn oidc_account(arn: &str) -> &str {
+    arn.strip_prefix("acs:ram::")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default()
+}
+
+/// The role ARN, the OIDC provider ARN and the token wait, each from the pod, then the
+/// ServiceAccount, then the M2MToken, then the server; what is missing goes to `reasons`.
+fn resolve(
+    levels: &Levels<'_>,
+    defaults: &TokenDefaults,
+    config: &MutateConfig,
+    reasons: &mut Vec<Cause>,
+) -> (Option<String>, Option<String>, Option<Duration>) {
+    let oidc = levels
+        .value(OIDC_PROVIDER_ARN)
+        .or(defaults.oidc_provider_arn.clone())
+        .or(config.default_oidc_provider_arn.clone());
+    if oidc.is_none() {
+        reasons.push(Cause::Pod(OIDC_PROVIDER_ARN));
+    }
+    let role = levels.role();
+    let role_arn = match &role {
+        Some(Role::Arn(arn)) => Some(arn.clone()),
+        Some(Role::Name(name)) => oidc
+            .as_deref()
+            .map(|o| format!("acs:ram::{}:role/{name}", oidc_account(o))),
+        None => defaults.role_arn.clone(),
+    };
+    if role.is_none() && role_arn.is_none() {
+        reasons.push(Cause::Pod(ROLE_ARN));
+    }
+    let wait = match levels.value(TOKEN_WAIT).as_deref() {
+        None => Some(config.default_token_wait),
+        Some(v) if v.eq_ignore_ascii_case("false") => None,
+        Some(v) if v.eq_ignore_ascii_case("true") => Some(config.default_token_wait),
+        Some(v) => Some(humantime::parse_duration(v).expect("a valid token-wait")),
+    };
+    (role_arn, oidc, wait)
+}
+
+/// What in the pod keeps the webhook from injecting: skip/only names it does not have, a wait
+/// container, volume or mount that is not the webhook's, a regular container named like the
+/// wait container when one is injected.
+fn conflicts(case: &Case, wait_requested: bool) -> Vec<Cause> {
     let pod = &case.pod;
     let spec = &pod["spec"];
-    let Some(token) = annotations_of(pod).and_then(|a| a.get(M2M_TOKEN)) else {
-        return Outcome::Skip;
-    };
-    let mut reasons: Vec<&'static str> = case.invalid_annotations.clone();
-    if !reasons.is_empty() {
-        return Outcome::Deny(reasons);
-    }
-    let token = token.as_str().unwrap_or_default().trim().to_owned();
+    let mut reasons = Vec::new();
     let user = user_containers(pod);
     let user_names: Vec<&str> = user.iter().map(|(_, _, c)| name_of(c)).collect();
     if case
@@ -1324,83 +2069,56 @@ fn oracle(case: &Case) -> Outcome {
         .iter()
         .any(|n| !user_names.contains(&n.as_str()))
     {
-        reasons.push(match case.selection {
+        reasons.push(Cause::Pod(match case.selection {
             Sel::Skip(_) => SKIP_CONTAINERS,
             _ => ONLY_CONTAINERS,
-        });
-    }
-    let defaults = match &case.lookup {
-        TokenLookup::Found(d) => d.clone(),
-        TokenLookup::Unavailable => {
-            reasons.push("M2MToken");
-            TokenDefaults::default()
-        }
-        TokenLookup::NotFound | TokenLookup::Standalone => TokenDefaults {
-            secret_name: token.clone(),
-            ..TokenDefaults::default()
-        },
-    };
-    let role_arn = ann_str(pod, ROLE_ARN)
-        .map(str::to_owned)
-        .or(defaults.role_arn);
-    if role_arn.is_none() {
-        reasons.push(ROLE_ARN);
-    }
-    let oidc = ann_str(pod, OIDC_PROVIDER_ARN)
-        .map(str::to_owned)
-        .or(defaults.oidc_provider_arn)
-        .or(case.config.default_oidc_provider_arn.clone());
-    if oidc.is_none() {
-        reasons.push(OIDC_PROVIDER_ARN);
+        }));
     }
     let already = annotations_of(pod).is_some_and(|a| a.contains_key(INJECTED));
-    let init = items(spec, "initContainers");
-    let has_wait = init.iter().any(|c| name_of(c) == WAIT_CONTAINER);
+    let has_wait = items(spec, "initContainers")
+        .iter()
+        .any(|c| name_of(c) == WAIT_CONTAINER);
     if has_wait && !already {
-        reasons.push(WAIT_CONTAINER);
+        reasons.push(Cause::Names(WAIT_CONTAINER));
     }
     let our_volume = items(spec, "volumes").iter().find(|v| name_of(v) == VOLUME);
     if let Some(v) = our_volume
         && !(already && v.get("projected").is_some())
     {
-        reasons.push(VOLUME);
+        reasons.push(Cause::Names(VOLUME));
     }
-    for (_, _, c) in &user {
-        if !case.selection.selects(name_of(c)) {
-            continue;
-        }
+    let mount_path = paths_for(spec).0;
+    for (_, _, c) in user
+        .iter()
+        .filter(|(_, _, c)| case.selection.selects(name_of(c)))
+    {
         for m in items(c, "volumeMounts") {
             let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
-            if same_path(path, paths_for(spec).0) && name_of(m) != VOLUME {
-                reasons.push(MOUNT_PATH);
+            if same_path(path, mount_path) && name_of(m) != VOLUME {
+                reasons.push(Cause::Names(mount_path));
             }
         }
     }
-    let wait = match ann_str(pod, TOKEN_WAIT) {
-        None => Some(case.config.default_token_wait),
-        Some(v) if v.eq_ignore_ascii_case("false") => None,
-        Some(v) if v.eq_ignore_ascii_case("true") => Some(case.config.default_token_wait),
-        Some(v) => Some(humantime::parse_duration(v).expect("a valid token-wait")),
-    };
     let any_selected = user
         .iter()
         .any(|(_, _, c)| case.selection.selects(name_of(c)));
     // A regular container with the wait container's name: the injected one would duplicate it.
-    if wait.is_some()
+    if wait_requested
         && any_selected
         && !is_windows(spec)
         && items(spec, "containers")
             .iter()
             .any(|c| name_of(c) == WAIT_CONTAINER)
     {
-        reasons.push(WAIT_CONTAINER);
+        reasons.push(Cause::Names(WAIT_CONTAINER));
     }
-    if !reasons.is_empty() {
-        return Outcome::Deny(reasons);
-    }
+    reasons
+}
 
-    let init_wait = wait.filter(|_| any_selected && !is_windows(spec) && !has_wait);
-
+/// The role session name: the annotation, else `<namespace>.<name>` when both are known (the
+/// generator's names are already in RAM's alphabet), cut to 64.
+fn session_name(case: &Case) -> Option<String> {
+    let pod = &case.pod;
     let namespace = case
         .namespace
         .as_deref()
@@ -1411,39 +2129,111 @@ fn oracle(case: &Case) -> Outcome {
         .or_else(|| pod.pointer("/metadata/generateName"))
         .and_then(Value::as_str)
         .map(|n| n.trim_end_matches('-'));
-    let session_name = match ann_str(pod, ROLE_SESSION_NAME) {
+    match ann_str(pod, ROLE_SESSION_NAME) {
         Some(s) => Some(s.to_owned()),
-        // The generator's names are already in RAM's alphabet: "<namespace>.<name>", cut to 64.
         None => match (namespace, name) {
             (Some(ns), Some(n)) => Some(format!("{ns}.{n}").chars().take(64).collect()),
             _ => None,
         },
+    }
+}
+
+/// The warnings the contract asks for, word for word: each pod-only annotation on the
+/// ServiceAccount has no effect.
+fn account_warnings(account: Option<&AccountAnnotations>) -> Vec<String> {
+    let Some(sa) = account else {
+        return vec![];
     };
+    POD_ONLY
+        .iter()
+        .filter(|key| sa.annotations.contains_key(**key))
+        .map(|key| {
+            format!(
+                "annotation {key} on ServiceAccount {:?} has no effect: it is read from pods only",
+                sa.name
+            )
+        })
+        .collect()
+}
+
+fn oracle(case: &Case) -> Outcome {
+    let pod = &case.pod;
+    let spec = &pod["spec"];
+    if opted_out(pod) {
+        return Outcome::Skip;
+    }
+    let account = match account_in_scope(case) {
+        Ok(account) => account,
+        Err(denied) => return denied,
+    };
+    let levels = Levels { pod, account };
+    let by_account = annotations_of(pod).and_then(|a| a.get(M2M_TOKEN)).is_none();
+    if by_account && levels.get(Level::Account, M2M_TOKEN).is_none() {
+        return Outcome::Skip;
+    }
+    let invalid = invalid_causes(case, account, by_account);
+    if !invalid.is_empty() {
+        return Outcome::Deny(invalid);
+    }
+    let token = levels.value(M2M_TOKEN).unwrap_or_default();
+    let mut reasons = Vec::new();
+    let defaults = match &case.lookup {
+        TokenLookup::Found(d) => d.clone(),
+        TokenLookup::Unavailable => {
+            reasons.push(Cause::Names("M2MToken"));
+            TokenDefaults::default()
+        }
+        TokenLookup::NotFound | TokenLookup::Standalone => TokenDefaults {
+            secret_name: token,
+            ..TokenDefaults::default()
+        },
+    };
+    let (role_arn, oidc, wait) = resolve(&levels, &defaults, &case.config, &mut reasons);
+    reasons.extend(conflicts(case, wait.is_some()));
+    if !reasons.is_empty() {
+        return Outcome::Deny(reasons);
+    }
+    let any_selected = user_containers(pod)
+        .iter()
+        .any(|(_, _, c)| case.selection.selects(name_of(c)));
+    let has_wait = items(spec, "initContainers")
+        .iter()
+        .any(|c| name_of(c) == WAIT_CONTAINER);
+    let legacy = pod
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(LEGACY_INJECT_LABEL));
     Outcome::Inject(Box::new(Expected {
         secret_name: defaults.secret_name,
         role_arn: role_arn.unwrap_or_default(),
         oidc_provider_arn: oidc.unwrap_or_default(),
-        session_name,
-        sts_region: ann_str(pod, STS_REGION)
-            .map(str::to_owned)
+        session_name: session_name(case),
+        sts_region: levels
+            .value(STS_REGION)
             .or(case.config.default_sts_region.clone()),
-        vpc: ann_str(pod, STS_VPC_ENDPOINT).is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        init_wait,
-        add_volume: our_volume.is_none(),
+        vpc: levels
+            .value(STS_VPC_ENDPOINT)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        init_wait: wait.filter(|_| any_selected && !is_windows(spec) && !has_wait),
+        add_volume: !items(spec, "volumes").iter().any(|v| name_of(v) == VOLUME),
+        warnings: account_warnings(account),
+        legacy_warning: legacy.is_some(),
+        provenance: levels.provenance(by_account),
     }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Running the webhook on a case.
 
+/// `mutate` with the case's scope: its namespace, whether that is labelled, its ServiceAccount
+/// (which `mutate` must ignore outside a labelled namespace).
 fn run(case: &Case, pod: &Value) -> Result<Mutation, crate_mutate::Denial> {
     let lookup = case.lookup.clone();
-    mutate(
-        pod,
-        &Scope::pod_only(case.namespace.as_deref()),
-        &case.config,
-        |_| lookup,
-    )
+    let scope = Scope {
+        namespace: case.namespace.as_deref(),
+        namespace_enabled: case.namespace_enabled,
+        service_account: &case.account,
+    };
+    mutate(pod, &scope, &case.config, |_| lookup)
 }
 
 fn apply(pod: &Value, patch: &json_patch::Patch) -> Result<Value, String> {
@@ -1452,7 +2242,7 @@ fn apply(pod: &Value, patch: &json_patch::Patch) -> Result<Value, String> {
     Ok(out)
 }
 
-/// The same case through the AdmissionReview envelope.
+/// The same case through the AdmissionReview envelope, from the entry its namespace calls.
 fn check_review(r: &Ran<'_>, uid: &str, operation: &str) -> Result<(), TestCaseError> {
     let case = r.case;
     let mut request = json!({
@@ -1473,9 +2263,14 @@ fn check_review(r: &Ran<'_>, uid: &str, operation: &str) -> Result<(), TestCaseE
     .unwrap();
     let resolver = FixedResolver {
         token: case.lookup.clone(),
-        account: AccountLookup::Absent,
+        account: case.account.clone(),
     };
-    let answer = review_now(&body, Via::Annotation, &case.config, &resolver)
+    let via = if case.namespace_enabled {
+        Via::Namespace
+    } else {
+        Via::Annotation
+    };
+    let answer = review_now(&body, via, &case.config, &resolver)
         .map_err(|e| TestCaseError::fail(format!("a well-formed review got a 400: {e}")))?;
     let out: Value = serde_json::from_slice(&answer.body).unwrap();
     let response = &out["response"];
@@ -1601,6 +2396,17 @@ fn unpatch(orig: &Value, out: &Value) -> Value {
             }
         }
     }
+    // A pod without annotations (one opted in by its ServiceAccount) gets the object for the
+    // `injected` annotation.
+    if annotations_of(orig).is_none()
+        && let Some(meta) = u.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta.get("annotations") == Some(&json!({}))
+    {
+        match orig.pointer("/metadata/annotations") {
+            Some(v) => meta.insert("annotations".to_owned(), v.clone()),
+            None => meta.remove("annotations"),
+        };
+    }
     let orig_spec = &orig["spec"];
     if let Some(spec) = u.get_mut("spec") {
         restore_list(spec, orig_spec, "volumes");
@@ -1630,6 +2436,8 @@ fn owned_path(path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     match parts.as_slice() {
         ["metadata", "annotations", "idaas-projector.io~1injected"] => true,
+        // A pod without annotations gets the object.
+        ["metadata", "annotations"] => true,
         ["spec", "volumes"] | ["spec", "volumes", "-"] => true,
         ["spec", "initContainers"] | ["spec", "initContainers", "0"] => true,
         [
@@ -1983,18 +2791,48 @@ fn output_valid(r: &Ran<'_>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Property 6: skipped, denied or injected exactly as the contract says; a denial names its cause.
+/// Property 6: skipped, denied or injected exactly as the contract says; a denial names its
+/// cause; an injection carries the contract's warnings.
 fn decision_follows_contract(r: &Ran<'_>) -> Result<(), TestCaseError> {
     match (&r.outcome, &r.answer) {
         (Outcome::Skip, Ok(Mutation::Skipped)) => {}
-        (Outcome::Inject(_), Ok(Mutation::Injected { .. })) => {}
+        (Outcome::Inject(expected), Ok(Mutation::Injected { warnings, .. })) => {
+            contract_warnings(expected, warnings)?
+        }
         (Outcome::Deny(causes), Err(denial)) => prop_assert!(
-            causes.iter().any(|c| denial.0.contains(c)),
+            causes.iter().any(|c| c.explains(&denial.0)),
             "denial {:?} names none of {:?}",
             denial.0,
             causes
         ),
         (want, got) => prop_assert!(false, "contract: {:?}\nwebhook: {:?}", want, got),
+    }
+    Ok(())
+}
+
+/// The ServiceAccount's pod-only annotations each warn, word for word, and nothing else says
+/// "has no effect"; the legacy routing label warns that it is deprecated, and only it.
+fn contract_warnings(expected: &Expected, warnings: &[String]) -> Result<(), TestCaseError> {
+    for want in &expected.warnings {
+        prop_assert!(warnings.contains(want), "no {:?} in {:?}", want, warnings);
+    }
+    let no_effect = warnings
+        .iter()
+        .filter(|w| w.contains("has no effect"))
+        .count();
+    prop_assert_eq!(no_effect, expected.warnings.len(), "{:?}", warnings);
+    let deprecated: Vec<&String> = warnings
+        .iter()
+        .filter(|w| w.contains("deprecated"))
+        .collect();
+    prop_assert_eq!(
+        deprecated.len(),
+        usize::from(expected.legacy_warning),
+        "{:?}",
+        warnings
+    );
+    for w in deprecated {
+        prop_assert!(w.contains(LEGACY_INJECT_LABEL), "{:?}", w);
     }
     Ok(())
 }
@@ -2056,38 +2894,27 @@ fn generate(n: usize) -> Vec<Case> {
         .collect()
 }
 
-/// The generator reaches the shapes it claims to (a deterministic sample of 3,000 cases).
-#[test]
-fn generator_covers_the_interesting_shapes() {
-    let cases = generate(3000);
-    let count = |f: &dyn Fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
-    let all_containers = |c: &Case| -> Vec<Value> {
-        items(&c.pod["spec"], "containers")
-            .iter()
-            .chain(items(&c.pod["spec"], "initContainers"))
-            .cloned()
-            .collect()
-    };
-    let outcomes: Vec<Outcome> = cases.iter().map(oracle).collect();
-    let injected = outcomes
+/// A coverage count: what, how many cases of the sample have it, and the least expected.
+type Stat = (&'static str, usize, usize);
+
+fn count(cases: &[Case], f: impl Fn(&Case) -> bool) -> usize {
+    cases.iter().filter(|c| f(c)).count()
+}
+
+fn all_containers(c: &Case) -> Vec<Value> {
+    items(&c.pod["spec"], "containers")
         .iter()
-        .filter(|o| matches!(o, Outcome::Inject(_)))
-        .count();
-    let denied = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Deny(_)))
-        .count();
-    let skipped = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Skip))
-        .count();
-    let stats = [
-        ("injected", injected, 1500),
-        ("denied", denied, 150),
-        ("skipped", skipped, 100),
+        .chain(items(&c.pod["spec"], "initContainers"))
+        .cloned()
+        .collect()
+}
+
+/// Shapes of the containers: sidecars, counts, env, mounts, names.
+fn container_stats(cases: &[Case]) -> Vec<Stat> {
+    vec![
         (
             "native sidecar",
-            count(&|c| {
+            count(cases, |c| {
                 items(&c.pod["spec"], "initContainers")
                     .iter()
                     .any(|i| i["restartPolicy"] == "Always")
@@ -2096,17 +2923,19 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "4 containers",
-            count(&|c| items(&c.pod["spec"], "containers").len() == 4),
+            count(cases, |c| items(&c.pod["spec"], "containers").len() == 4),
             300,
         ),
         (
             "3 init containers",
-            count(&|c| items(&c.pod["spec"], "initContainers").len() == 3),
+            count(cases, |c| {
+                items(&c.pod["spec"], "initContainers").len() == 3
+            }),
             200,
         ),
         (
             "user sets an injected variable",
-            count(&|c| {
+            count(cases, |c| {
                 all_containers(c).iter().any(|x| {
                     items(x, "env")
                         .iter()
@@ -2117,7 +2946,7 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "... through valueFrom",
-            count(&|c| {
+            count(cases, |c| {
                 all_containers(c).iter().any(|x| {
                     items(x, "env")
                         .iter()
@@ -2128,7 +2957,7 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "envFrom",
-            count(&|c| {
+            count(cases, |c| {
                 all_containers(c)
                     .iter()
                     .any(|x| !items(x, "envFrom").is_empty())
@@ -2137,7 +2966,7 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "mount at the webhook's path",
-            count(&|c| {
+            count(cases, |c| {
                 all_containers(c).iter().any(|x| {
                     items(x, "volumeMounts")
                         .iter()
@@ -2148,7 +2977,7 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "volume named like the webhook's",
-            count(&|c| {
+            count(cases, |c| {
                 items(&c.pod["spec"], "volumes")
                     .iter()
                     .any(|v| name_of(v) == VOLUME)
@@ -2157,37 +2986,44 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "container named like the wait container",
-            count(&|c| {
+            count(cases, |c| {
                 all_containers(c)
                     .iter()
                     .any(|x| name_of(x) == WAIT_CONTAINER)
             }),
             100,
         ),
-        ("windows", count(&|c| is_windows(&c.pod["spec"])), 200),
+    ]
+}
+
+/// Shapes of the pod: Windows, annotations, unknown fields, null lists.
+fn pod_stats(cases: &[Case]) -> Vec<Stat> {
+    let spec_of = |c: &Case| c.pod["spec"].clone();
+    vec![
+        ("windows", count(cases, |c| is_windows(&c.pod["spec"])), 200),
         (
             "injected annotation already there",
-            count(&|c| ann_str(&c.pod, INJECTED).is_some()),
+            count(cases, |c| ann_str(&c.pod, INJECTED).is_some()),
             150,
         ),
         (
             "only-containers",
-            count(&|c| ann_str(&c.pod, ONLY_CONTAINERS).is_some()),
+            count(cases, |c| ann_str(&c.pod, ONLY_CONTAINERS).is_some()),
             300,
         ),
         (
             "skip-containers",
-            count(&|c| ann_str(&c.pod, SKIP_CONTAINERS).is_some()),
+            count(cases, |c| ann_str(&c.pod, SKIP_CONTAINERS).is_some()),
             300,
         ),
         (
             "token-wait",
-            count(&|c| ann_str(&c.pod, TOKEN_WAIT).is_some()),
+            count(cases, |c| ann_str(&c.pod, TOKEN_WAIT).is_some()),
             500,
         ),
         (
             "unknown spec field",
-            count(&|c| {
+            count(cases, |c| {
                 c.pod["spec"]
                     .as_object()
                     .unwrap()
@@ -2198,7 +3034,7 @@ fn generator_covers_the_interesting_shapes() {
         ),
         (
             "null list",
-            count(&|c| {
+            count(cases, |c| {
                 c.pod["spec"]["volumes"].is_null() && c.pod["spec"].get("volumes").is_some()
                     || all_containers(c)
                         .iter()
@@ -2206,16 +3042,161 @@ fn generator_covers_the_interesting_shapes() {
             }),
             100,
         ),
-    ];
+        (
+            "windows by node affinity",
+            count(cases, |c| affinity_requires_windows(&spec_of(c))),
+            120,
+        ),
+        (
+            "windows by the beta nodeSelector label",
+            count(cases, |c| {
+                c.pod["spec"]["nodeSelector"]["beta.kubernetes.io/os"] == "windows"
+            }),
+            70,
+        ),
+        (
+            "node affinity that is not windows-only",
+            count(cases, |c| {
+                c.pod["spec"].get("affinity").is_some() && !affinity_requires_windows(&spec_of(c))
+            }),
+            120,
+        ),
+    ]
+}
+
+/// The ServiceAccount in scope, for counting.
+fn account_in(c: &Case) -> Option<&AccountAnnotations> {
+    match (&c.account, c.namespace_enabled) {
+        (AccountLookup::Found(sa), true) => Some(sa),
+        _ => None,
+    }
+}
+
+/// Whether the M2MToken found sets what the ServiceAccount overrides.
+fn account_over_token(c: &Case, e: &Expected) -> bool {
+    let TokenLookup::Found(d) = &c.lookup else {
+        return false;
+    };
+    let from = |what: &str| e.provenance.from_account.contains(&what);
+    from("role") && d.role_arn.is_some() || from(OIDC_PROVIDER_ARN) && d.oidc_provider_arn.is_some()
+}
+
+/// The decisions: skipped, denied, injected, and by which rule of the opt-in levels.
+fn decision_stats(cases: &[Case], outcomes: &[Outcome]) -> Vec<Stat> {
+    let pairs: Vec<(&Case, &Outcome)> = cases.iter().zip(outcomes).collect();
+    let n = |f: &dyn Fn(&Case, &Outcome) -> bool| pairs.iter().filter(|(c, o)| f(c, o)).count();
+    let injected = |f: &dyn Fn(&Case, &Expected) -> bool| {
+        n(&|c, o| matches!(o, Outcome::Inject(e) if f(c, e)))
+    };
+    let denied = |f: &dyn Fn(&Case, &[Cause]) -> bool| {
+        n(&|c, o| matches!(o, Outcome::Deny(causes) if f(c, causes)))
+    };
+    let both_roles = |keys: &dyn Fn(&str) -> bool| keys(ROLE_ARN) && keys(ROLE_NAME);
+    vec![
+        ("injected", injected(&|_, _| true), 1100),
+        ("denied", denied(&|_, _| true), 150),
+        ("skipped", n(&|_, o| matches!(o, Outcome::Skip)), 300),
+        (
+            "labelled namespace",
+            count(cases, |c| c.namespace_enabled),
+            1300,
+        ),
+        (
+            "opted in by the ServiceAccount",
+            injected(&|_, e| e.provenance.opted_in_by_account),
+            150,
+        ),
+        (
+            "a ServiceAccount setting over the M2MToken's",
+            injected(&account_over_token),
+            35,
+        ),
+        (
+            "a pod setting over the ServiceAccount's",
+            injected(&|_, e| !e.provenance.pod_over_account.is_empty()),
+            150,
+        ),
+        (
+            "role-name composed",
+            injected(&|_, e| e.provenance.role_by_name),
+            150,
+        ),
+        (
+            "... from the ServiceAccount's role-name",
+            injected(&|_, e| {
+                e.provenance.role_by_name && e.provenance.from_account.contains(&"role")
+            }),
+            15,
+        ),
+        (
+            "role-arn and role-name on one level",
+            denied(&|c, _| {
+                both_roles(&|k| ann_str(&c.pod, k).is_some())
+                    || account_in(c)
+                        .is_some_and(|sa| both_roles(&|k| sa.annotations.contains_key(k)))
+            }),
+            60,
+        ),
+        (
+            "denied for a ServiceAccount's annotation",
+            denied(&|_, causes| causes.iter().any(|c| matches!(c, Cause::Account(..)))),
+            80,
+        ),
+        (
+            "opted out by label (else opted in)",
+            count(cases, |c| {
+                opted_out(&c.pod)
+                    && (ann_str(&c.pod, M2M_TOKEN).is_some()
+                        || account_in(c).is_some_and(|sa| sa.annotations.contains_key(M2M_TOKEN)))
+            }),
+            100,
+        ),
+        (
+            "ServiceAccount unavailable",
+            denied(&|c, _| {
+                matches!(c.account, AccountLookup::Unavailable(_)) && c.namespace_enabled
+            }),
+            20,
+        ),
+        (
+            "ServiceAccount ignored outside a labelled namespace",
+            n(&|c, o| {
+                !c.namespace_enabled
+                    && !matches!(o, Outcome::Deny(_))
+                    && matches!(&c.account, AccountLookup::Found(sa) if !sa.annotations.is_empty())
+            }),
+            400,
+        ),
+        (
+            "pod-only annotations on the ServiceAccount warn",
+            injected(&|_, e| !e.warnings.is_empty()),
+            45,
+        ),
+        (
+            "legacy routing label warns",
+            injected(&|_, e| e.legacy_warning),
+            80,
+        ),
+    ]
+}
+
+/// The generator reaches the shapes it claims to (a deterministic sample of 3,000 cases).
+#[test]
+fn generator_covers_the_interesting_shapes() {
+    let cases = generate(3000);
+    let outcomes: Vec<Outcome> = cases.iter().map(oracle).collect();
+    let mut stats = decision_stats(&cases, &outcomes);
+    stats.extend(container_stats(&cases));
+    stats.extend(pod_stats(&cases));
     let report: Vec<String> = stats
         .iter()
         .map(|(what, n, _)| format!("{what}: {n}"))
         .collect();
-    let mut causes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
     for o in &outcomes {
         if let Outcome::Deny(reasons) = o {
             for r in reasons {
-                *causes.entry(r).or_default() += 1;
+                *causes.entry(r.to_string()).or_default() += 1;
             }
         }
     }
@@ -2230,6 +3211,14 @@ fn generator_covers_the_interesting_shapes() {
 fn contract_names_match_the_crate() {
     assert_eq!(crate_annotations::M2M_TOKEN, M2M_TOKEN);
     assert_eq!(crate_annotations::ROLE_ARN, ROLE_ARN);
+    assert_eq!(crate_annotations::ROLE_NAME, ROLE_NAME);
+    assert_eq!(crate_annotations::POD_ONLY, POD_ONLY);
+    assert_eq!(crate_annotations::INJECTION_LABEL, INJECTION_LABEL);
+    assert_eq!(crate_annotations::DISABLED, "disabled");
+    assert_eq!(crate_annotations::LEGACY_INJECT_LABEL, LEGACY_INJECT_LABEL);
+    assert_eq!(crate_mutate::OS_LABELS, OS_LABELS);
+    assert_eq!(crate_mutate::WINDOWS_MOUNT_PATH, WINDOWS_MOUNT_PATH);
+    assert_eq!(crate_mutate::WINDOWS_TOKEN_FILE, WINDOWS_TOKEN_FILE);
     assert_eq!(crate_annotations::OIDC_PROVIDER_ARN, OIDC_PROVIDER_ARN);
     assert_eq!(crate_annotations::ROLE_SESSION_NAME, ROLE_SESSION_NAME);
     assert_eq!(crate_annotations::STS_REGION, STS_REGION);
@@ -2257,6 +3246,9 @@ fn hand_case(pod: Value, selection: Sel) -> Case {
     Case {
         pod,
         namespace: Some("shop".to_owned()),
+        namespace_enabled: false,
+        account: AccountLookup::Absent,
+        invalid_account_annotations: vec![],
         lookup: TokenLookup::Standalone,
         config: MutateConfig {
             init_image: INIT_IMAGE.to_owned(),
@@ -2511,4 +3503,259 @@ fn regular_container_named_like_the_wait_container() {
         }
         Ok(other) => panic!("a duplicate container name must be denied: {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written shapes of the opt-in levels.
+
+/// A ServiceAccount named `payments-sa` with these annotations.
+fn service_account(annotations: &[(&str, &str)]) -> AccountLookup {
+    AccountLookup::Found(AccountAnnotations {
+        name: "payments-sa".to_owned(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    })
+}
+
+/// A hand case in a namespace labelled (or not) with this ServiceAccount, all of whose
+/// annotations are valid unless `invalid_account_annotations` says otherwise.
+fn scoped_case(pod: Value, namespace_enabled: bool, account: AccountLookup) -> Case {
+    Case {
+        namespace_enabled,
+        account,
+        ..hand_case(pod, Sel::All)
+    }
+}
+
+/// Runs every property and checks that the pod is left alone.
+fn skipped(case: &Case) {
+    all_properties(case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let answer = run(case, &case.pod);
+    assert!(matches!(answer, Ok(Mutation::Skipped)), "{answer:?}");
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
+    env_entry(container, name)[0]["value"].as_str().unwrap()
+}
+
+#[test]
+fn pod_opted_in_only_by_its_service_account() {
+    let account = service_account(&[
+        (M2M_TOKEN, "payments"),
+        (ROLE_ARN, "acs:ram::1234567890123456:role/from-sa"),
+        (STS_REGION, "cn-hangzhou"),
+        (TOKEN_WAIT, "false"),
+        (ROLE_SESSION_NAME, "ignored"),
+    ]);
+    let case = scoped_case(
+        json!({
+            "metadata": {"name": "web", "labels": {LEGACY_INJECT_LABEL: "true"},
+                         "annotations": {"example.com/team": "payments"}},
+            "spec": {"serviceAccountName": "payments-sa",
+                     "containers": [{"name": "app", "image": "app:1"}]}
+        }),
+        true,
+        account,
+    );
+    let (out, _, warnings) = injected(&case);
+    let app = &out["spec"]["containers"][0];
+    assert_eq!(
+        env_value(app, ENV_ROLE_ARN),
+        "acs:ram::1234567890123456:role/from-sa"
+    );
+    assert_eq!(env_value(app, ENV_STS_REGION), "cn-hangzhou");
+    assert_eq!(env_value(app, ENV_ROLE_SESSION_NAME), "shop.web");
+    assert_eq!(out["spec"]["volumes"], json!([the_volume("payments")]));
+    assert!(
+        out["spec"].get("initContainers").is_none(),
+        "token-wait: false"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(
+        warnings[0],
+        format!(
+            "annotation {ROLE_SESSION_NAME} on ServiceAccount \"payments-sa\" has no effect: it is read from pods only"
+        )
+    );
+    assert!(warnings[1].contains(LEGACY_INJECT_LABEL) && warnings[1].contains("deprecated"));
+}
+
+/// The most common shape of opting in by the ServiceAccount: a pod with no annotations at all.
+/// The patch must create `metadata.annotations` for the `injected` annotation.
+#[test]
+fn pod_without_annotations_opted_in_by_its_service_account() {
+    let account = service_account(&[
+        (M2M_TOKEN, "payments"),
+        (ROLE_ARN, "acs:ram::1234567890123456:role/from-sa"),
+    ]);
+    for metadata in [
+        json!({"name": "web"}),
+        json!({"name": "web", "annotations": null}),
+    ] {
+        let case = scoped_case(
+            json!({"metadata": metadata, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}),
+            true,
+            account.clone(),
+        );
+        let (out, _, _) = injected(&case);
+        assert_eq!(ann_str(&out, INJECTED).map(str::len), Some(16), "{out}");
+    }
+}
+
+#[test]
+fn pod_role_name_beats_the_service_account_role_arn() {
+    let account = service_account(&[
+        (ROLE_ARN, "acs:ram::2:role/sa-role"),
+        (OIDC_PROVIDER_ARN, "acs:ram::42:oidc-provider/sa-idp"),
+    ]);
+    let case = scoped_case(
+        json!({
+            "metadata": {"name": "web", "annotations": {M2M_TOKEN: "payments", ROLE_NAME: " reader "}},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }),
+        true,
+        account,
+    );
+    let (out, _, _) = injected(&case);
+    let app = &out["spec"]["containers"][0];
+    // The role is the pod's, in the account of the OIDC provider the ServiceAccount names.
+    assert_eq!(env_value(app, ENV_ROLE_ARN), "acs:ram::42:role/reader");
+    assert_eq!(
+        env_value(app, ENV_OIDC_PROVIDER_ARN),
+        "acs:ram::42:oidc-provider/sa-idp"
+    );
+}
+
+#[test]
+fn role_arn_and_role_name_on_one_level_are_denied() {
+    let both = [(ROLE_ARN, "acs:ram::2:role/sa-role"), (ROLE_NAME, "reader")];
+    // On the ServiceAccount, even when the pod names its own role.
+    let case = scoped_case(
+        json!({
+            "metadata": {"name": "web", "annotations": opted_in(json!({}))},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }),
+        true,
+        service_account(&both),
+    );
+    let case = Case {
+        invalid_account_annotations: vec![ROLE_ARN, ROLE_NAME],
+        ..case
+    };
+    all_properties(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let denial = run(&case, &case.pod).unwrap_err().0;
+    assert!(denial.contains(ROLE_NAME) && denial.contains(" on ServiceAccount \"payments-sa\""));
+    // On the pod.
+    let case = hand_case(
+        json!({
+            "metadata": {"name": "web", "annotations": opted_in(json!({ROLE_NAME: "reader"}))},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }),
+        Sel::All,
+    );
+    let case = Case {
+        invalid_annotations: vec![ROLE_ARN, ROLE_NAME],
+        ..case
+    };
+    all_properties(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let denial = run(&case, &case.pod).unwrap_err().0;
+    assert!(
+        denial.contains(ROLE_ARN) && denial.contains(ROLE_NAME),
+        "{denial}"
+    );
+}
+
+/// `injection: disabled` wins over the pod's own opt-in (invalid values are not even read) and
+/// over an unavailable ServiceAccount.
+#[test]
+fn opt_out_label_beats_a_pod_annotation() {
+    let pod = json!({
+        "metadata": {"name": "web", "labels": {INJECTION_LABEL: "disabled"},
+                     "annotations": opted_in(json!({TOKEN_WAIT: "forever"}))},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    let case = Case {
+        invalid_annotations: vec![TOKEN_WAIT],
+        ..scoped_case(pod.clone(), false, AccountLookup::Absent)
+    };
+    skipped(&case);
+    let case = Case {
+        invalid_annotations: vec![TOKEN_WAIT],
+        ..scoped_case(
+            pod,
+            true,
+            AccountLookup::Unavailable("ServiceAccount \"default\" cannot be read".to_owned()),
+        )
+    };
+    skipped(&case);
+}
+
+/// Outside a labelled namespace the ServiceAccount counts for nothing: it does not opt the pod
+/// in, its settings (valid or not) are not read, and an unavailable one denies nothing.
+#[test]
+fn service_account_annotations_ignored_outside_a_labelled_namespace() {
+    let account = service_account(&[
+        (M2M_TOKEN, "payments"),
+        (ROLE_ARN, "acs:ram::2:role/sa-role"),
+        (ROLE_NAME, "reader"),
+        (STS_REGION, "nowhere"),
+    ]);
+    let bare = json!({
+        "metadata": {"name": "web", "annotations": {"example.com/team": "payments"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    skipped(&scoped_case(bare, false, account.clone()));
+
+    let no_role = json!({
+        "metadata": {"name": "web", "annotations": {M2M_TOKEN: "payments"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    let case = Case {
+        invalid_account_annotations: vec![ROLE_ARN, ROLE_NAME, STS_REGION],
+        ..scoped_case(no_role, false, account)
+    };
+    all_properties(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let denial = run(&case, &case.pod).unwrap_err().0;
+    assert!(denial.contains(ROLE_ARN), "{denial}");
+    assert!(!denial.contains("payments-sa"), "{denial}");
+
+    let pod = json!({
+        "metadata": {"name": "web", "annotations": opted_in(json!({}))},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    let unavailable =
+        AccountLookup::Unavailable("ServiceAccount \"default\" cannot be read".into());
+    let (out, _, warnings) = injected(&scoped_case(pod, false, unavailable));
+    assert_eq!(
+        env_value(&out["spec"]["containers"][0], ENV_ROLE_ARN),
+        "acs:ram::1234567890123456:role/payments"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// Windows by a required node affinity: the Windows token path, no wait container.
+#[test]
+fn windows_by_node_affinity_gets_the_windows_token_path() {
+    let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+    "nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "beta.kubernetes.io/os", "operator": "In", "values": ["windows"]}]},
+        {"matchExpressions": [
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]},
+        ]},
+    ]}}});
+    let case = hand_case(
+        json!({
+            "metadata": {"name": "web", "annotations": opted_in(json!({}))},
+            "spec": {"affinity": affinity, "containers": [{"name": "app", "image": "app:1"}]}
+        }),
+        Sel::All,
+    );
+    let (out, _, _) = injected(&case);
+    let app = &out["spec"]["containers"][0];
+    assert_eq!(env_value(app, ENV_OIDC_TOKEN_FILE), WINDOWS_TOKEN_FILE);
+    assert_eq!(app["volumeMounts"][0]["mountPath"], WINDOWS_MOUNT_PATH);
+    assert!(out["spec"].get("initContainers").is_none());
 }

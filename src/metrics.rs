@@ -162,6 +162,8 @@ pub enum AccountFetch {
     not_found,
     /// The API server could not be asked, or answered with an error: the pod was refused.
     error,
+    /// Not asked: as many reads as allowed were in flight; the pod was refused (retry).
+    busy,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

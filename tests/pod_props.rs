@@ -1755,6 +1755,10 @@ struct Expected {
     warnings: Vec<String>,
     /// The pod has the legacy routing label: the answer warns that it is deprecated.
     legacy_warning: bool,
+    /// The `injection` label is neither `enabled` nor `disabled`.
+    odd_label_warning: bool,
+    /// The pod names another M2MToken than its ServiceAccount, and takes the role from it.
+    other_token_warning: bool,
     provenance: Provenance,
 }
 
@@ -1833,12 +1837,28 @@ fn name_of(v: &Value) -> &str {
     v.get("name").and_then(Value::as_str).unwrap_or("")
 }
 
+/// The same mount path; Windows paths as the kubelet maps them (either slash, any case, with or
+/// without the `C:` drive).
 fn same_path(a: &str, b: &str) -> bool {
-    a.trim_end_matches(['/', '\\']) == b.trim_end_matches(['/', '\\'])
+    if !b.starts_with("C:") {
+        return a.trim_end_matches('/') == b.trim_end_matches('/');
+    }
+    let normal = |p: &str| {
+        let p = p.replace('/', "\\").to_lowercase();
+        let p = p.strip_prefix("c:").unwrap_or(&p).to_owned();
+        p.trim_end_matches('\\').to_owned()
+    };
+    normal(a) == normal(b)
 }
 
 fn is_windows(spec: &Value) -> bool {
     let selector = |label: &str| spec.get("nodeSelector").and_then(|s| s.get(label));
+    if spec
+        .pointer("/os/name")
+        .is_some_and(|os| os != &json!("windows"))
+    {
+        return false; // an explicit spec.os.name decides
+    }
     spec.pointer("/os/name") == Some(&json!("windows"))
         || OS_LABELS
             .iter()
@@ -2176,6 +2196,16 @@ fn oracle(case: &Case) -> Outcome {
         return Outcome::Deny(invalid);
     }
     let token = levels.value(M2M_TOKEN).unwrap_or_default();
+    let other_token_warning = !by_account
+        && levels
+            .get(Level::Account, M2M_TOKEN)
+            .is_some_and(|theirs| theirs != token)
+        && [ROLE_ARN, ROLE_NAME]
+            .iter()
+            .all(|k| levels.get(Level::Pod, k).is_none())
+        && [ROLE_ARN, ROLE_NAME]
+            .iter()
+            .any(|k| levels.get(Level::Account, k).is_some());
     let mut reasons = Vec::new();
     let defaults = match &case.lookup {
         TokenLookup::Found(d) => d.clone(),
@@ -2199,9 +2229,13 @@ fn oracle(case: &Case) -> Outcome {
     let has_wait = items(spec, "initContainers")
         .iter()
         .any(|c| name_of(c) == WAIT_CONTAINER);
-    let legacy = pod
-        .pointer("/metadata/labels")
-        .and_then(|l| l.get(LEGACY_INJECT_LABEL));
+    let label = |key: &str| {
+        pod.pointer("/metadata/labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+    };
+    let legacy = label(LEGACY_INJECT_LABEL).filter(|v| *v == "true" && !case.namespace_enabled);
+    let odd_label = label(INJECTION_LABEL).is_some_and(|v| v.trim() != "enabled");
     Outcome::Inject(Box::new(Expected {
         secret_name: defaults.secret_name,
         role_arn: role_arn.unwrap_or_default(),
@@ -2217,6 +2251,8 @@ fn oracle(case: &Case) -> Outcome {
         add_volume: !items(spec, "volumes").iter().any(|v| name_of(v) == VOLUME),
         warnings: account_warnings(account),
         legacy_warning: legacy.is_some(),
+        odd_label_warning: odd_label,
+        other_token_warning,
         provenance: levels.provenance(by_account),
     }))
 }
@@ -2834,6 +2870,26 @@ fn contract_warnings(expected: &Expected, warnings: &[String]) -> Result<(), Tes
     for w in deprecated {
         prop_assert!(w.contains(LEGACY_INJECT_LABEL), "{:?}", w);
     }
+    let odd = warnings
+        .iter()
+        .filter(|w| w.contains(INJECTION_LABEL) && w.contains("means nothing"))
+        .count();
+    prop_assert_eq!(
+        odd,
+        usize::from(expected.odd_label_warning),
+        "{:?}",
+        warnings
+    );
+    let other = warnings
+        .iter()
+        .filter(|w| w.contains("while its ServiceAccount") && w.contains("role comes from"))
+        .count();
+    prop_assert_eq!(
+        other,
+        usize::from(expected.other_token_warning),
+        "{:?}",
+        warnings
+    );
     Ok(())
 }
 
@@ -3572,14 +3628,13 @@ fn pod_opted_in_only_by_its_service_account() {
         out["spec"].get("initContainers").is_none(),
         "token-wait: false"
     );
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // The legacy label routed nothing here (the namespace did): no deprecation warning.
     assert_eq!(
-        warnings[0],
-        format!(
+        warnings,
+        [format!(
             "annotation {ROLE_SESSION_NAME} on ServiceAccount \"payments-sa\" has no effect: it is read from pods only"
-        )
+        )]
     );
-    assert!(warnings[1].contains(LEGACY_INJECT_LABEL) && warnings[1].contains("deprecated"));
 }
 
 /// The most common shape of opting in by the ServiceAccount: a pod with no annotations at all.

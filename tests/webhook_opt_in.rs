@@ -77,6 +77,7 @@ async fn start(api: &FakeApi) -> Running {
         },
         standalone: false,
         limits: Limits::default(),
+        service_accounts: true,
     };
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());

@@ -48,6 +48,13 @@ pub struct WebhookFlags {
     pub inject: InjectArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Read pods' ServiceAccounts (a metadata cache of every ServiceAccount, and a GET on a
+    /// miss) so that, in namespaces labelled idaas-projector.io/injection=enabled, a
+    /// ServiceAccount's annotations opt pods in and carry their settings. `false`: no
+    /// ServiceAccount is read (and none needs to be: no RBAC on serviceaccounts), and pods opt
+    /// in by their own annotations only.
+    #[arg(long, env = "IDAAS_PROJECTOR_SERVICE_ACCOUNT_OPT_IN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub service_account_opt_in: bool,
 }
 
 impl WebhookFlags {
@@ -59,6 +66,7 @@ impl WebhookFlags {
             inject: self.inject.to_config().map_err(CommandError::Usage)?,
             standalone,
             limits: self.limits.to_limits().map_err(CommandError::Usage)?,
+            service_accounts: self.service_account_opt_in && !standalone,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! A small map keyed by URLs the M2MTokens name, bounded in age and size: every insert drops the
-//! entries older than the TTL, and at the cap the oldest entry makes room.
+//! A small map bounded in age and size: every insert drops the entries older than the TTL, and
+//! at the cap the oldest entry makes room. Keyed by URLs the M2MTokens name (discovery, JWKS),
+//! and by the ServiceAccounts the webhook found missing.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -10,7 +10,7 @@
 //! held in [`secrecy::SecretString`], whose `Debug` prints `[REDACTED]`.
 
 pub mod allow;
-mod cache;
+pub(crate) mod cache;
 pub mod client;
 pub mod error;
 pub mod jwt;

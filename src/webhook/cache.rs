@@ -3,8 +3,8 @@
 //! direct read of a ServiceAccount the cache does not hold yet.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,17 +15,27 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::annotations::PREFIX;
+use super::annotations::{PREFIX, is_dns_label, is_dns_subdomain};
 use super::mutate::{AccountAnnotations, AccountLookup, TokenDefaults, TokenLookup};
 use super::review::Resolver;
 use crate::crd::M2MToken;
+use crate::idaas::cache::BoundedCache;
 use crate::metrics::{AccountFetch, Metrics};
 
 /// A ServiceAccount's metadata as the cache keeps it.
 pub type AccountMeta = PartialObjectMeta<ServiceAccount>;
 
-/// How long a direct read of a ServiceAccount may take: well inside the admission timeout.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a direct read of a ServiceAccount may take: inside the namespace entry's admission
+/// timeout (the chart allows 3s to 30s, default 5s) with time to answer.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this many ServiceAccount reads in flight; a miss beyond them is refused (retry), so
+/// requests to the webhook cannot turn into unbounded load on the API server.
+pub const MAX_FETCHES: usize = 8;
+/// How long a ServiceAccount the API server did not have is answered "absent" without asking
+/// again.
+pub const NOT_FOUND_TTL: Duration = Duration::from_secs(3);
+/// How many such answers are remembered at most.
+const NOT_FOUND_CAP: usize = 1024;
 
 /// Looks pods' M2MTokens and ServiceAccounts up in reflector stores.
 #[derive(Clone)]
@@ -37,6 +47,12 @@ pub struct CachedResolver {
     /// Asks the API server on a cache miss; `None` answers every miss "absent" (tests).
     client: Option<Client>,
     metrics: Arc<Metrics>,
+    /// `false`: ServiceAccounts are not read at all (`--service-account-opt-in=false`).
+    accounts_enabled: bool,
+    /// Reads in flight, at most [`MAX_FETCHES`].
+    fetches: Arc<tokio::sync::Semaphore>,
+    /// `namespace/name` of ServiceAccounts recently found missing.
+    not_found: Arc<Mutex<BoundedCache<()>>>,
 }
 
 impl CachedResolver {
@@ -57,7 +73,18 @@ impl CachedResolver {
             accounts_synced: Arc::new(AtomicBool::new(false)),
             client,
             metrics,
+            accounts_enabled: true,
+            fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES)),
+            not_found: Arc::new(Mutex::new(BoundedCache::new(NOT_FOUND_TTL, NOT_FOUND_CAP))),
         }
+    }
+
+    /// Reads no ServiceAccount: every pod's ServiceAccount is "absent", and the (empty)
+    /// ServiceAccount store counts as synced.
+    pub fn without_service_accounts(mut self) -> Self {
+        self.accounts_enabled = false;
+        self.accounts_synced.store(true, Ordering::SeqCst);
+        self
     }
 
     /// Waits until both stores hold their full lists, marking each synced as it gets there:
@@ -71,7 +98,7 @@ impl CachedResolver {
             }
         };
         let accounts = async {
-            if self.accounts.wait_until_ready().await.is_ok() {
+            if self.accounts_enabled && self.accounts.wait_until_ready().await.is_ok() {
                 self.accounts_synced.store(true, Ordering::SeqCst);
                 tracing::info!("ServiceAccount cache synced");
             }
@@ -98,32 +125,34 @@ pub fn defaults_of(token: &M2MToken) -> TokenDefaults {
     }
 }
 
-/// Keeps of a ServiceAccount's metadata what the webhook reads: the name, the namespace and the
-/// `idaas-projector.io/*` annotations (a cluster's ServiceAccounts then cost little memory).
+/// Keeps of a ServiceAccount's metadata what the webhook reads: the name, the namespace, the
+/// resourceVersion (the reflector's) and the `idaas-projector.io/*` annotations, so a cluster's
+/// ServiceAccounts cost little memory.
 pub fn strip(meta: &mut AccountMeta) {
     let m = &mut meta.metadata;
-    m.managed_fields = None;
-    m.labels = None;
-    m.owner_references = None;
-    m.finalizers = None;
-    if let Some(annotations) = &mut m.annotations {
-        annotations.retain(|k, _| k.starts_with(PREFIX));
-    }
+    *m = kube::core::ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        resource_version: m.resource_version.take(),
+        annotations: m
+            .annotations
+            .take()
+            .map(|a| {
+                a.into_iter()
+                    .filter(|(k, _)| k.starts_with(PREFIX))
+                    .collect()
+            })
+            .filter(|a: &BTreeMap<String, String>| !a.is_empty()),
+        ..Default::default()
+    };
+    meta.types = None;
 }
 
-/// The annotations the webhook reads, from a ServiceAccount's metadata.
+/// The annotations the webhook reads, from a ServiceAccount's stripped metadata.
 pub fn account_annotations(name: &str, meta: &AccountMeta) -> AccountAnnotations {
-    let annotations: BTreeMap<String, String> = meta
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     AccountAnnotations {
         name: name.to_owned(),
-        annotations,
+        annotations: meta.metadata.annotations.clone().unwrap_or_default(),
     }
 }
 
@@ -139,6 +168,9 @@ impl Resolver for CachedResolver {
     }
 
     fn service_account(&self, namespace: &str, name: &str) -> Option<AccountLookup> {
+        if !self.accounts_enabled {
+            return Some(AccountLookup::Absent);
+        }
         if !self.accounts_synced.load(Ordering::SeqCst) {
             return Some(accounts_not_loaded(namespace, name));
         }
@@ -151,31 +183,60 @@ impl Resolver for CachedResolver {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, AccountLookup> {
-        Box::pin(async move {
-            let Some(client) = &self.client else {
-                return AccountLookup::Absent;
-            };
-            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-            let read = tokio::time::timeout(FETCH_TIMEOUT, api.get_metadata_opt(name)).await;
-            let (result, lookup) = match read {
-                Ok(Ok(Some(meta))) => (
+        Box::pin(self.fetch(namespace, name))
+    }
+}
+
+impl CachedResolver {
+    /// A GET of one ServiceAccount's metadata, bounded: names the API server could not hold
+    /// are never asked for, a recent "not found" is remembered, and at most [`MAX_FETCHES`]
+    /// reads run at once.
+    async fn fetch(&self, namespace: &str, name: &str) -> AccountLookup {
+        let Some(client) = &self.client else {
+            return AccountLookup::Absent;
+        };
+        if !self.accounts_enabled || !is_dns_label(namespace) || !is_dns_subdomain(name) {
+            return AccountLookup::Absent;
+        }
+        let key = format!("{namespace}/{name}");
+        let now = tokio::time::Instant::now();
+        if self.remembered_missing(&key, now) {
+            return AccountLookup::Absent;
+        }
+        let Ok(_permit) = self.fetches.try_acquire() else {
+            self.metrics.account_fetch(AccountFetch::busy);
+            return AccountLookup::Unavailable(format!(
+                "the webhook is already reading {MAX_FETCHES} ServiceAccounts its cache does not hold yet, so \
+                 ServiceAccount {name:?} in namespace {namespace:?} cannot be read now; retry in a few seconds"
+            ));
+        };
+        let api: Api<AccountMeta> = Api::namespaced(client.clone(), namespace);
+        let read = tokio::time::timeout(FETCH_TIMEOUT, api.get_opt(name)).await;
+        let (result, lookup) = match read {
+            Ok(Ok(Some(mut meta))) => {
+                strip(&mut meta);
+                (
                     AccountFetch::found,
                     AccountLookup::Found(account_annotations(name, &meta)),
-                ),
-                Ok(Ok(None)) => (AccountFetch::not_found, AccountLookup::Absent),
-                Ok(Err(e)) => (AccountFetch::error, fetch_failed(namespace, name, &e)),
-                Err(_) => (
-                    AccountFetch::error,
-                    fetch_failed(
-                        namespace,
-                        name,
-                        &format!("no answer within {FETCH_TIMEOUT:?}"),
-                    ),
-                ),
-            };
-            self.metrics.account_fetch(result);
-            lookup
-        })
+                )
+            }
+            Ok(Ok(None)) => {
+                if let Ok(mut missing) = self.not_found.lock() {
+                    missing.insert(&key, (), now);
+                }
+                (AccountFetch::not_found, AccountLookup::Absent)
+            }
+            Ok(Err(e)) => (AccountFetch::error, fetch_failed(namespace, name, &e)),
+            Err(_) => (AccountFetch::error, fetch_timed_out(namespace, name)),
+        };
+        self.metrics.account_fetch(result);
+        lookup
+    }
+
+    fn remembered_missing(&self, key: &str, now: tokio::time::Instant) -> bool {
+        self.not_found
+            .lock()
+            .is_ok_and(|missing| missing.get(key, now).is_some())
     }
 }
 
@@ -187,10 +248,27 @@ pub fn accounts_not_loaded(namespace: &str, name: &str) -> AccountLookup {
     ))
 }
 
-fn fetch_failed(namespace: &str, name: &str, why: &dyn std::fmt::Display) -> AccountLookup {
-    tracing::warn!(%namespace, service_account = %name, error = %why, "cannot read a ServiceAccount");
+fn fetch_failed(namespace: &str, name: &str, e: &kube::Error) -> AccountLookup {
+    tracing::warn!(%namespace, service_account = %name, error = %e, "cannot read a ServiceAccount");
+    let forbidden = matches!(e, kube::Error::Api(status) if status.code == 403);
+    AccountLookup::Unavailable(if forbidden {
+        format!(
+            "the webhook may not read ServiceAccount {name:?} in namespace {namespace:?} (403 Forbidden): grant the \
+             webhook's ServiceAccount get, list and watch on serviceaccounts (the chart does), or run it with \
+             --service-account-opt-in=false"
+        )
+    } else {
+        format!(
+            "the webhook cannot read ServiceAccount {name:?} in namespace {namespace:?} ({e}); retry in a few seconds"
+        )
+    })
+}
+
+fn fetch_timed_out(namespace: &str, name: &str) -> AccountLookup {
+    tracing::warn!(%namespace, service_account = %name, timeout = ?FETCH_TIMEOUT, "reading a ServiceAccount timed out");
     AccountLookup::Unavailable(format!(
-        "the webhook cannot read ServiceAccount {name:?} in namespace {namespace:?} ({why}); retry in a few seconds"
+        "the API server did not answer within {FETCH_TIMEOUT:?} when the webhook read ServiceAccount {name:?} in \
+         namespace {namespace:?}; retry in a few seconds"
     ))
 }
 
@@ -200,6 +278,7 @@ fn fetch_failed(namespace: &str, name: &str, why: &dyn std::fmt::Display) -> Acc
 pub fn watch(
     client: Client,
     metrics: Arc<Metrics>,
+    service_accounts: bool,
 ) -> (CachedResolver, impl std::future::Future<Output = ()> + Send) {
     let (token_reader, token_writer) = reflector::store();
     let tokens = reflector(
@@ -229,6 +308,12 @@ pub fn watch(
     )
     .applied_objects()
     .map(|item| item.map(drop).map_err(|e| ("ServiceAccount", e)));
+    // With ServiceAccounts off, their watch is never started.
+    let accounts = if service_accounts {
+        accounts.boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
     let drive = async move {
         let mut events = std::pin::pin!(futures::stream::select(tokens, accounts));
         while let Some(item) = events.next().await {
@@ -238,6 +323,11 @@ pub fn watch(
         }
     };
     let resolver = CachedResolver::new(token_reader, account_reader, Some(client), metrics);
+    let resolver = if service_accounts {
+        resolver
+    } else {
+        resolver.without_service_accounts()
+    };
     (resolver, drive)
 }
 

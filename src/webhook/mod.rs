@@ -1,8 +1,10 @@
 //! The mutating admission webhook.
 //!
-//! - [`mutate`]: pod JSON plus configuration to a JSON Patch or a denial (pure).
-//! - [`annotations`]: parsing and validation of the pod annotations (pure).
-//! - [`review`]: the AdmissionReview envelope (pure).
+//! - [`mutate`]: pod JSON, its ServiceAccount's annotations and the configuration to a JSON
+//!   Patch or a denial (pure).
+//! - [`annotations`]: parsing and validation of the pod and ServiceAccount annotations (pure).
+//! - [`review`]: the AdmissionReview envelope, and the one `await`: a ServiceAccount the
+//!   [`review::Resolver`] must read from the API server.
 //! - [`server`], [`tls`], [`certs`], [`cache`]: HTTPS, certificate reload, self-managed
 //!   certificates, the M2MToken and ServiceAccount caches.
 //! - [`limits`]: timeouts, the connection cap and the request-body budget.
@@ -36,6 +38,9 @@ pub struct Settings {
     pub standalone: bool,
     /// Timeouts, the connection cap and the request-body budget.
     pub limits: limits::Limits,
+    /// Read pods' ServiceAccounts for the ServiceAccount opt-in level (a cache, and a GET on a
+    /// miss); `false`: ServiceAccounts are never read.
+    pub service_accounts: bool,
 }
 
 /// Where the webhook's serving certificate comes from.
@@ -122,7 +127,8 @@ impl Webhook {
                 Arc::new(Standalone)
             }
             Some(client) => {
-                let (resolver, drive) = cache::watch(client, metrics.clone());
+                let (resolver, drive) =
+                    cache::watch(client, metrics.clone(), settings.service_accounts);
                 tokio::spawn(drive);
                 let (ready, syncing) = (readiness.clone(), resolver.clone());
                 tokio::spawn(async move {

@@ -361,6 +361,10 @@ pub fn is_windows(spec: &Map<String, Value>) -> bool {
         .and_then(|os| os.get("name"))
         .and_then(Value::as_str);
     let selector = spec.get("nodeSelector");
+    if os.is_some_and(|os| os != "windows") {
+        // An explicit `spec.os.name` (Kubernetes checks the pod's fields against it) decides.
+        return false;
+    }
     os == Some("windows")
         || OS_LABELS.iter().any(|label| {
             selector.and_then(|s| s.get(*label)).and_then(Value::as_str) == Some("windows")
@@ -439,9 +443,18 @@ fn named<'a>(list: Option<&'a Value>, name: &str) -> Option<&'a Value> {
         .find(|item| item.get("name").and_then(Value::as_str) == Some(name))
 }
 
-fn same_path(a: &str, b: &str) -> bool {
-    let trim = |p: &str| p.trim_end_matches(['/', '\\']).to_owned();
-    trim(a) == trim(b)
+/// Whether a mount path is the webhook's. On Windows, paths are compared as the kubelet maps
+/// them: either slash, any case, with or without the `C:` drive.
+fn same_path(path: &str, ours: &str, windows: bool) -> bool {
+    if !windows {
+        return path.trim_end_matches('/') == ours.trim_end_matches('/');
+    }
+    let normal = |p: &str| {
+        let p = p.replace('/', "\\").to_ascii_lowercase();
+        let p = p.strip_prefix("c:").map(str::to_owned).unwrap_or(p);
+        p.trim_end_matches('\\').to_owned()
+    };
+    normal(path) == normal(ours)
 }
 
 /// What a pod asks for, read from its annotations and (in a labelled namespace) its
@@ -503,7 +516,7 @@ pub fn mutate(
         injection.token_wait = None;
     }
     let mut warnings = warnings(&wanted, &injection, any_selected, not_found, requested_wait);
-    warnings.extend(legacy_label_warning(meta.labels));
+    warnings.extend(label_warnings(meta.labels, scope));
     let already_injected = meta
         .annotations
         .is_some_and(|a| a.contains_key(annotations::INJECTED));
@@ -617,6 +630,7 @@ fn wanted<'a>(
     };
     // The pod's own problems are reported first.
     let pod_settings = annotations::settings(&pod).map_err(Denial)?;
+    let pod_only = annotations::pod_only(pod_annotations).map_err(Denial)?;
     let account_settings = match &account {
         Some(a) => annotations::settings(a).map_err(Denial)?,
         None => Settings::default(),
@@ -624,7 +638,7 @@ fn wanted<'a>(
     Ok(Some(Wanted {
         m2m_token,
         levels: [pod_settings, account_settings],
-        pod_only: annotations::pod_only(pod_annotations).map_err(Denial)?,
+        pod_only,
         account,
     }))
 }
@@ -681,6 +695,7 @@ fn warnings(
         );
     }
     if let Some(account) = &wanted.account {
+        warnings.extend(role_for_another_token(wanted, account));
         for key in annotations::POD_ONLY {
             if account.get(key).ok().flatten().is_some() {
                 warnings.push(format!(
@@ -693,16 +708,52 @@ fn warnings(
     warnings
 }
 
-/// The deprecation warning for the object-selector mode's old routing label.
-fn legacy_label_warning(labels: Option<&Map<String, Value>>) -> Option<String> {
-    labels?.get(annotations::LEGACY_INJECT_LABEL)?;
-    Some(format!(
-        "label {}, which routes pods in the object-selector mode, is deprecated and will stop working in the next release: \
-         label the pod {}: {} instead",
-        annotations::LEGACY_INJECT_LABEL,
-        annotations::INJECTION_LABEL,
-        annotations::ENABLED
-    ))
+/// A pod that names another M2MToken than its ServiceAccount does, and takes its role from the
+/// ServiceAccount: the role was likely meant for the ServiceAccount's M2MToken (and RAM checks
+/// the token's audience against the role's trust policy).
+fn role_for_another_token(wanted: &Wanted<'_>, account: &Annotations<'_>) -> Option<String> {
+    let Annotations::ServiceAccount(name, _) = account else {
+        return None;
+    };
+    let theirs = account.get(annotations::M2M_TOKEN).ok().flatten()?.trim();
+    let [pod, from_account] = &wanted.levels;
+    (theirs != wanted.m2m_token && pod.role.is_none() && from_account.role.is_some()).then(|| {
+        format!(
+            "the pod names M2MToken {:?} while its ServiceAccount {name:?} names {theirs:?}, and the role comes from the \
+             ServiceAccount: make sure that role trusts M2MToken {:?}'s audience, or set {} or {} on the pod",
+            wanted.m2m_token,
+            wanted.m2m_token,
+            annotations::ROLE_ARN,
+            annotations::ROLE_NAME
+        )
+    })
+}
+
+/// Warnings about the pod's labels: the object-selector mode's deprecated routing label (where
+/// it did the routing), and an `injection` label that is neither `enabled` nor `disabled`.
+fn label_warnings(labels: Option<&Map<String, Value>>, scope: &Scope<'_>) -> Vec<String> {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let mut warnings = Vec::new();
+    if !scope.namespace_enabled && label(annotations::LEGACY_INJECT_LABEL) == Some("true") {
+        warnings.push(format!(
+            "label {}, which routes pods in the object-selector mode, is deprecated and will stop working in the next release: \
+             label the pod {}: {} instead",
+            annotations::LEGACY_INJECT_LABEL,
+            annotations::INJECTION_LABEL,
+            annotations::ENABLED
+        ));
+    }
+    if let Some(value) = label(annotations::INJECTION_LABEL)
+        && value.trim() != annotations::ENABLED
+    {
+        warnings.push(format!(
+            "label {}={value:?} means nothing to idaas-projector: {:?} opts a pod out, {:?} routes it; the pod is injected",
+            annotations::INJECTION_LABEL,
+            annotations::DISABLED,
+            annotations::ENABLED
+        ));
+    }
+    warnings
 }
 
 /// An init container with our name must be ours, and no regular container may have it when
@@ -820,7 +871,7 @@ fn resolve(
                 "no OIDC provider ARN: set annotation {} (acs:ram::<account id>:oidc-provider/<name>){}, \
                  spec.oidcProviderArn on the M2MToken, or the webhook's --default-oidc-provider-arn",
                 annotations::OIDC_PROVIDER_ARN,
-                levels_hint(scope)
+                levels_hint(wanted)
             ))
         })?;
     let role = wanted
@@ -836,7 +887,7 @@ fn resolve(
                 "no RAM role to assume: set annotation {} (acs:ram::<account id>:role/<role name>) or {} (a role name){}{token}",
                 annotations::ROLE_ARN,
                 annotations::ROLE_NAME,
-                levels_hint(scope)
+                levels_hint(wanted)
             ))
         })?;
     let role_arn = match role {
@@ -871,12 +922,14 @@ fn resolve(
     })
 }
 
-/// Where else a setting may go, for messages: the ServiceAccount, in a labelled namespace.
-fn levels_hint(scope: &Scope<'_>) -> &'static str {
-    if scope.namespace_enabled {
-        " on the pod or its ServiceAccount"
-    } else {
-        " on the pod"
+/// Where a setting may go, for messages: the pod, or (in a labelled namespace) its
+/// ServiceAccount, by name.
+fn levels_hint(wanted: &Wanted<'_>) -> String {
+    match &wanted.account {
+        Some(Annotations::ServiceAccount(name, _)) => {
+            format!(" on the pod or its ServiceAccount {name:?}")
+        }
+        _ => " on the pod".to_owned(),
     }
 }
 
@@ -933,7 +986,7 @@ fn container_ops(
     for m in mounts.into_iter().flatten() {
         let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
         let volume = m.get("name").and_then(Value::as_str).unwrap_or("");
-        if same_path(path, injection.mount_path()) {
+        if same_path(path, injection.mount_path(), injection.windows) {
             if volume == VOLUME_NAME {
                 mounted = true;
             } else {
@@ -1060,6 +1113,29 @@ mod tests {
                 warnings: vec![]
             }
         );
+    }
+
+    #[test]
+    fn windows_mount_paths_compare_as_the_kubelet_maps_them() {
+        for user in [
+            WINDOWS_MOUNT_PATH,
+            r"c:\var\run\secrets\idaas-projector.io\",
+            "/var/run/secrets/idaas-projector.io",
+            "C:/var/run/secrets/IDAAS-PROJECTOR.IO/",
+        ] {
+            assert!(same_path(user, WINDOWS_MOUNT_PATH, true), "{user}");
+        }
+        assert!(!same_path(r"C:\var\run\secrets", WINDOWS_MOUNT_PATH, true));
+        assert!(same_path(
+            "/var/run/secrets/idaas-projector.io/",
+            MOUNT_PATH,
+            false
+        ));
+        assert!(!same_path(
+            "/VAR/run/secrets/idaas-projector.io",
+            MOUNT_PATH,
+            false
+        ));
     }
 
     #[test]

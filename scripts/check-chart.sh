@@ -378,7 +378,10 @@ def grants(sa):
 def expand(scope, group, resource, verbs, name=""):
     return {(scope, group, resource, v, name) for v in verbs}
 webhook_want = expand("cluster", "idaas-projector.io", "m2mtokens", ["get", "list", "watch"])
-webhook_want |= expand("cluster", "", "serviceaccounts", ["get", "list", "watch"])
+if namespace_opt_in:
+    webhook_want |= expand("cluster", "", "serviceaccounts", ["get", "list", "watch"])
+expect(("--service-account-opt-in=false" in args_of(web)) == (not namespace_opt_in),
+       "the webhook runs with --service-account-opt-in=false exactly when the namespace entry is off")
 if mode == "self":
     webhook_want |= expand("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], "idaas-projector")
     webhook_want |= expand(RELEASE_NS, "", "secrets", ["create"])

@@ -75,13 +75,23 @@ impl MockApi {
     /// Takes the next request, which must be `method` on `path`; the test answers it through the
     /// returned [`Reply`] (the client waits until then).
     pub async fn next(&mut self, method: Method, path: &str) -> (Sent, Reply) {
+        let (sent, reply) = self.take(&format!("{method} {path}")).await;
+        assert_eq!(sent.method, method, "method of {}", sent.path);
+        assert_eq!(sent.path, path, "path of {method} {}", sent.path);
+        (sent, reply)
+    }
+
+    /// Takes the next request, whatever it is (requests sent concurrently come in any order).
+    pub async fn next_any(&mut self) -> (Sent, Reply) {
+        self.take("a request").await
+    }
+
+    async fn take(&mut self, expected: &str) -> (Sent, Reply) {
         let (request, send) = tokio::time::timeout(NEXT_REQUEST, self.handle.next_request())
             .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
-            .unwrap_or_else(|| panic!("no request, expected {method} {path}"));
+            .unwrap_or_else(|_| panic!("timed out waiting for {expected}"))
+            .unwrap_or_else(|| panic!("no request, expected {expected}"));
         let uri = request.uri().clone();
-        assert_eq!(request.method(), method, "method of {uri}");
-        assert_eq!(uri.path(), path, "path of {method} {uri}");
         let (parts, body) = request.into_parts();
         let bytes = http_body_util::BodyExt::collect(body)
             .await

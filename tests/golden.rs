@@ -29,6 +29,7 @@ use idaas_projector::testing::{FixedResolver, review_now};
 use idaas_projector::webhook::cache::accounts_not_loaded;
 use idaas_projector::webhook::mutate::{
     AccountAnnotations, AccountLookup, MutateConfig, TokenDefaults, TokenLookup,
+    service_account_name,
 };
 use idaas_projector::webhook::review::Via;
 use serde_json::{Value, json};
@@ -76,10 +77,7 @@ fn resolver_of(case: &Value) -> FixedResolver {
         Some(Value::String(s)) if s == "unavailable" => {
             let request = &case["review"]["request"];
             let namespace = request["namespace"].as_str().unwrap_or_default();
-            let name = request["object"]["spec"]["serviceAccountName"]
-                .as_str()
-                .unwrap_or("default");
-            accounts_not_loaded(namespace, name)
+            accounts_not_loaded(namespace, service_account_name(&request["object"]))
         }
         Some(sa) => AccountLookup::Found(AccountAnnotations {
             name: sa["name"].as_str().expect("serviceAccount.name").to_owned(),

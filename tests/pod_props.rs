@@ -1543,8 +1543,9 @@ fn both_roles_invalid(both: bool, invalid: &mut Vec<&'static str>) {
     }
 }
 
-/// The ServiceAccount lookup, and the ServiceAccount's annotations the contract rejects.
-fn account_of(bp: &AccountBpLookup) -> (AccountLookup, Vec<&'static str>) {
+/// The ServiceAccount lookup, and the ServiceAccount's annotations the contract rejects. The
+/// ServiceAccount is the pod's: the one it names, else `default`.
+fn account_of(bp: &AccountBpLookup, names_account: bool) -> (AccountLookup, Vec<&'static str>) {
     let sa = match bp {
         AccountBpLookup::Found(sa) => sa,
         AccountBpLookup::Absent => return (AccountLookup::Absent, vec![]),
@@ -1578,7 +1579,11 @@ fn account_of(bp: &AccountBpLookup) -> (AccountLookup, Vec<&'static str>) {
         annotations.insert((*key).to_owned(), value.clone());
     }
     let found = AccountAnnotations {
-        name: sa.name.clone(),
+        name: if names_account {
+            sa.name.clone()
+        } else {
+            "default".to_owned()
+        },
         annotations,
     };
     (AccountLookup::Found(found), invalid)
@@ -1721,7 +1726,7 @@ fn build(mut bp: PodBp) -> Case {
     {
         d.secret_name = token_named(&bp);
     }
-    let (account, invalid_account_annotations) = account_of(&bp.account);
+    let (account, invalid_account_annotations) = account_of(&bp.account, bp.names_account);
     Case {
         pod: Value::Object(pod),
         namespace: bp.request_namespace,
@@ -3564,7 +3569,8 @@ fn regular_container_named_like_the_wait_container() {
 // ---------------------------------------------------------------------------------------------
 // Hand-written shapes of the opt-in levels.
 
-/// A ServiceAccount named `payments-sa` with these annotations.
+/// A ServiceAccount named `payments-sa` with these annotations (the pods of the hand cases name
+/// it).
 fn service_account(annotations: &[(&str, &str)]) -> AccountLookup {
     AccountLookup::Found(AccountAnnotations {
         name: "payments-sa".to_owned(),
@@ -3577,7 +3583,12 @@ fn service_account(annotations: &[(&str, &str)]) -> AccountLookup {
 
 /// A hand case in a namespace labelled (or not) with this ServiceAccount, all of whose
 /// annotations are valid unless `invalid_account_annotations` says otherwise.
-fn scoped_case(pod: Value, namespace_enabled: bool, account: AccountLookup) -> Case {
+fn scoped_case(mut pod: Value, namespace_enabled: bool, account: AccountLookup) -> Case {
+    // The pod runs as that ServiceAccount unless it names one itself.
+    if let (AccountLookup::Found(sa), Some(spec)) = (&account, pod["spec"].as_object_mut()) {
+        spec.entry("serviceAccountName")
+            .or_insert_with(|| json!(sa.name));
+    }
     Case {
         namespace_enabled,
         account,

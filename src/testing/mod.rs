@@ -184,8 +184,9 @@ pub fn reconcile_context(
     )
 }
 
-/// A webhook resolver with fixed answers: every M2MToken lookup gives `token`; every
-/// ServiceAccount lookup gives `account`, from the "cache".
+/// A webhook resolver with fixed answers: every M2MToken lookup gives `token`; a ServiceAccount
+/// lookup gives `account`, from the "cache", when it asks for that ServiceAccount (a `Found`
+/// one of another name is absent: a lookup of the wrong ServiceAccount shows).
 #[derive(Debug, Clone)]
 pub struct FixedResolver {
     pub token: crate::webhook::mutate::TokenLookup,
@@ -200,17 +201,24 @@ impl crate::webhook::review::Resolver for FixedResolver {
     fn service_account(
         &self,
         _namespace: &str,
-        _name: &str,
+        name: &str,
     ) -> Option<crate::webhook::mutate::AccountLookup> {
-        Some(self.account.clone())
+        use crate::webhook::mutate::AccountLookup;
+        Some(match &self.account {
+            AccountLookup::Found(sa) if sa.name != name => AccountLookup::Absent,
+            other => other.clone(),
+        })
     }
 
     fn fetch_service_account<'a>(
         &'a self,
-        _namespace: &'a str,
-        _name: &'a str,
+        namespace: &'a str,
+        name: &'a str,
     ) -> futures::future::BoxFuture<'a, crate::webhook::mutate::AccountLookup> {
-        Box::pin(std::future::ready(self.account.clone()))
+        let answer = self.service_account(namespace, name);
+        Box::pin(std::future::ready(
+            answer.unwrap_or(crate::webhook::mutate::AccountLookup::Absent),
+        ))
     }
 }
 

@@ -89,6 +89,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
             scopes_granted: vec![".all".into()],
             token_lifetime: Duration::from_secs(3600),
             client_public_key_pem: Some(public_pem.clone()),
+            federated_credentials: Vec::new(),
         })
         .await
         .unwrap();

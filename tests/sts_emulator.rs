@@ -30,6 +30,7 @@ async fn setup_with(tweak: impl FnOnce(&mut StsConfig)) -> Env {
         scopes_granted: vec![".all".into()],
         token_lifetime: Duration::from_secs(3600),
         client_public_key_pem: None,
+        federated_credentials: Vec::new(),
     })
     .await
     .unwrap();

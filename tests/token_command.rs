@@ -16,6 +16,7 @@ async fn emulator(lifetime: Duration) -> IdaasEmulator {
         scopes_granted: vec![".all".into()],
         token_lifetime: lifetime,
         client_public_key_pem: None,
+        federated_credentials: Vec::new(),
     })
     .await
     .unwrap()

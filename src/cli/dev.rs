@@ -190,6 +190,7 @@ async fn start_emulators(
             scopes_granted: vec![".all".to_owned()],
             token_lifetime: args.token_lifetime,
             client_public_key_pem: None,
+            federated_credentials: Vec::new(),
         },
     )
     .await

@@ -39,6 +39,8 @@ use tokio::sync::watch;
 pub const ISSUER_PATH: &str = "/api/v2/iauths_system/oauth2";
 /// The `client_assertion_type` of RFC 7523.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The `client_assertion_type` of an application federated credential.
+const ID_TOKEN_BEARER: &str = "urn:cloud:idaas:params:oauth:client-assertion-type:id-token-bearer";
 /// The key of [`Fault::Hs256Token`] tokens.
 const HS256_SECRET: &[u8] = b"idaas-emulator-hs256-fault-secret";
 /// The audience of [`Fault::WrongAudience`] tokens.
@@ -57,6 +59,27 @@ pub struct EmulatorConfig {
     /// SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`) PEM that verifies `private_key_jwt`
     /// client assertions; `None` refuses that method.
     pub client_public_key_pem: Option<String>,
+    /// The application's federated credentials (IDaaS: "application federated credential" of
+    /// type OIDC); empty refuses that method.
+    pub federated_credentials: Vec<FederatedCredential>,
+}
+
+/// An application federated credential of type OIDC: tokens of one trusted issuer, for one
+/// audience and one subject, authenticate the application.
+#[derive(Debug, Clone)]
+pub struct FederatedCredential {
+    /// `application_federated_credential_name`.
+    pub name: String,
+    /// The trusted issuer (the federated credential provider), e.g. a cluster's ServiceAccount
+    /// issuer; the assertion's `iss`.
+    pub issuer: String,
+    /// The issuer's signing keys.
+    pub jwks: JwkSet,
+    /// The assertion's `aud` must contain it.
+    pub audience: String,
+    /// The verification condition: the assertion's `sub`, e.g.
+    /// `system:serviceaccount:shop:payments`.
+    pub subject: String,
 }
 
 impl Default for EmulatorConfig {
@@ -68,6 +91,7 @@ impl Default for EmulatorConfig {
             scopes_granted: vec![".all".to_owned()],
             token_lifetime: Duration::from_secs(3600),
             client_public_key_pem: None,
+            federated_credentials: Vec::new(),
         }
     }
 }
@@ -84,6 +108,7 @@ impl std::fmt::Debug for EmulatorConfig {
                 "client_public_key_pem",
                 &self.client_public_key_pem.as_ref().map(|_| "<PEM>"),
             )
+            .field("federated_credentials", &self.federated_credentials)
             .finish()
     }
 }
@@ -332,6 +357,61 @@ impl IdaasEmulator {
 }
 
 /// A fresh RSA 2048 client key for `private_key_jwt`: `(PKCS#8 private PEM, SPKI public PEM)`.
+/// An OIDC issuer that signs tokens for a subject, as a cluster's ServiceAccount issuer does:
+/// the trusted side of an application federated credential (tests, and `dev`).
+pub struct OidcIssuer {
+    issuer: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for OidcIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcIssuer")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.key.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcIssuer {
+    /// A new RSA signing key for `issuer`.
+    pub fn new(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            key: SigningKey::generate(),
+        }
+    }
+
+    /// The issuer URL (the tokens' `iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The public keys, as the issuer's JWKS serves them.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: vec![self.key.jwk.clone()],
+        }
+    }
+
+    /// Signs `claims` (RS256, with the key's `kid`) as they are.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key.key).expect("RS256 signing")
+    }
+
+    /// A token for `subject` and `audience`, issued now, valid for `lifetime`.
+    pub fn token(&self, subject: &str, audience: &str, lifetime: Duration) -> String {
+        let now = crate::time::unix_now();
+        let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        self.sign(&json!({
+            "iss": self.issuer, "sub": subject, "aud": [audience],
+            "iat": now, "nbf": now, "exp": now.saturating_add(lifetime),
+        }))
+    }
+}
+
 pub fn generate_client_key() -> (String, String) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
         .expect("RSA key generation (aws-lc-rs)");
@@ -532,47 +612,21 @@ fn authenticate(
         return Ok("client_secret_basic");
     }
     if let Some(kind) = form.get("client_assertion_type") {
-        if kind != JWT_BEARER {
-            return Err(invalid("unsupported client_assertion_type"));
-        }
         let assertion = form
             .get("client_assertion")
             .ok_or_else(|| oauth_error(400, "invalid_request", "client_assertion is required"))?;
-        let key = s
-            .client_key
-            .as_ref()
-            .ok_or_else(|| invalid("private_key_jwt is not enabled for this client"))?;
-        let mut v = Validation::new(Algorithm::RS256);
-        v.algorithms = vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ];
-        v.leeway = 5;
-        v.set_audience(&[&s.token_endpoint]);
-        v.set_issuer(&[&cfg.client_id]);
-        v.sub = Some(cfg.client_id.clone());
-        v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        let claims = jsonwebtoken::decode::<Value>(assertion, key, &v)
-            .map_err(|e| {
-                tracing::debug!(error = %e, "client assertion rejected");
-                invalid("client assertion rejected")
-            })?
-            .claims;
-        let jti = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("client assertion has no jti"))?;
-        if !s.seen_jtis.lock().unwrap().insert(jti.to_owned()) {
-            return Err(invalid("client assertion replayed"));
+        if form.contains_key("client_secret") {
+            return Err(oauth_error(
+                400,
+                "invalid_request",
+                "more than one client authentication method",
+            ));
         }
-        if !body_id_ok() {
-            return Err(invalid("client_id does not match the assertion"));
-        }
-        return Ok("private_key_jwt");
+        return match kind.as_str() {
+            JWT_BEARER => private_key_jwt(s, assertion, body_id_ok()),
+            ID_TOKEN_BEARER => federated_oidc(cfg, form, assertion),
+            _ => Err(invalid("unsupported client_assertion_type")),
+        };
     }
     if let Some(secret) = form.get("client_secret") {
         if form.get("client_id") != Some(&cfg.client_id) || *secret != cfg.client_secret {
@@ -581,6 +635,125 @@ fn authenticate(
         return Ok("client_secret_post");
     }
     Err(invalid("client authentication is required"))
+}
+
+/// `private_key_jwt`: an RFC 7523 assertion signed with the client's key, used once.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
+fn private_key_jwt(
+    s: &Shared,
+    assertion: &str,
+    body_id_ok: bool,
+) -> Result<&'static str, Response> {
+    let cfg = &s.config;
+    let invalid = |why: &str| oauth_error(401, "invalid_client", why);
+    let key = s
+        .client_key
+        .as_ref()
+        .ok_or_else(|| invalid("private_key_jwt is not enabled for this client"))?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.algorithms = vec![
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ];
+    v.leeway = 5;
+    v.set_audience(&[&s.token_endpoint]);
+    v.set_issuer(&[&cfg.client_id]);
+    v.sub = Some(cfg.client_id.clone());
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let claims = jsonwebtoken::decode::<Value>(assertion, key, &v)
+        .map_err(|e| {
+            tracing::debug!(error = %e, "client assertion rejected");
+            invalid("client assertion rejected")
+        })?
+        .claims;
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("client assertion has no jti"))?;
+    if !s.seen_jtis.lock().unwrap().insert(jti.to_owned()) {
+        return Err(invalid("client assertion replayed"));
+    }
+    if !body_id_ok {
+        return Err(invalid("client_id does not match the assertion"));
+    }
+    Ok("private_key_jwt")
+}
+
+/// An application federated credential: the named credential's issuer signed the assertion
+/// (a key of its JWKS), for its audience and subject, and it has not expired.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
+fn federated_oidc(
+    cfg: &EmulatorConfig,
+    form: &HashMap<String, String>,
+    assertion: &str,
+) -> Result<&'static str, Response> {
+    let invalid = |why: &str| oauth_error(401, "invalid_client", why);
+    if form.get("client_id") != Some(&cfg.client_id) {
+        return Err(invalid("client authentication failed"));
+    }
+    let name = form
+        .get("application_federated_credential_name")
+        .ok_or_else(|| {
+            oauth_error(
+                400,
+                "invalid_request",
+                "application_federated_credential_name is required",
+            )
+        })?;
+    let credential = cfg
+        .federated_credentials
+        .iter()
+        .find(|c| c.name == *name)
+        .ok_or_else(|| invalid("no such application federated credential"))?;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| invalid("the client assertion is not a JWT"))?;
+    let jwk = match &header.kid {
+        Some(kid) => credential.jwks.find(kid),
+        None if credential.jwks.keys.len() == 1 => credential.jwks.keys.first(),
+        None => None,
+    }
+    .ok_or_else(|| {
+        invalid("the client assertion is signed with a key the issuer does not publish")
+    })?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("the issuer's key is not usable"))?;
+    if matches!(
+        header.alg,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    ) {
+        return Err(invalid(
+            "the client assertion must be signed with an asymmetric key",
+        ));
+    }
+    let mut v = Validation::new(header.alg);
+    v.leeway = 5;
+    v.set_issuer(&[&credential.issuer]);
+    v.set_audience(&[&credential.audience]);
+    v.sub = Some(credential.subject.clone());
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    jsonwebtoken::decode::<Value>(assertion, &key, &v).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        let why = match e.kind() {
+            ErrorKind::ExpiredSignature => "the client assertion has expired",
+            ErrorKind::InvalidAudience => {
+                "the client assertion's audience does not match the federated credential"
+            }
+            ErrorKind::InvalidSubject => {
+                "the client assertion's subject does not match the federated credential"
+            }
+            ErrorKind::InvalidIssuer => {
+                "the client assertion's issuer does not match the federated credential"
+            }
+            ErrorKind::InvalidSignature => "the client assertion's signature is invalid",
+            _ => "client assertion rejected",
+        };
+        tracing::debug!(error = %e, "federated client assertion rejected");
+        invalid(why)
+    })?;
+    Ok("federated_oidc")
 }
 
 /// Decodes one `application/x-www-form-urlencoded` value (`+` is a space).

@@ -38,6 +38,9 @@ pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
 pub const CLIENT_ASSERTION_LIFETIME_SECS: i64 = 300;
 /// The `client_assertion_type` of RFC 7523.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The `client_assertion_type` of an IDaaS application federated credential (an OIDC token).
+pub const FEDERATED_ASSERTION_TYPE: &str =
+    "urn:cloud:idaas:params:oauth:client-assertion-type:id-token-bearer";
 
 /// At most this many issuers' discovery answers, and this many JWKS URIs, are cached (the oldest
 /// entry makes room).
@@ -316,6 +319,19 @@ impl IdaasClient {
                 form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE.to_owned()));
                 form.push(("client_assertion", assertion));
                 "private_key_jwt"
+            }
+            Credential::FederatedOidc {
+                credential_name,
+                assertion,
+            } => {
+                form.push(("client_id", req.client_id.clone()));
+                form.push((
+                    "application_federated_credential_name",
+                    credential_name.clone(),
+                ));
+                form.push(("client_assertion_type", FEDERATED_ASSERTION_TYPE.to_owned()));
+                form.push(("client_assertion", assertion.expose_secret().to_owned()));
+                "federated_oidc"
             }
         };
         let url = display_url(token_endpoint);

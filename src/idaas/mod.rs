@@ -35,6 +35,15 @@ pub enum Credential {
     /// RFC 7523 client assertion: a JWT with iss = sub = client_id, aud = the token endpoint,
     /// a random jti, iat, exp about 5 minutes later, signed RS256 with this PEM private key.
     PrivateKeyJwt { private_key_pem: SecretString },
+    /// IDaaS application federated credential: an OIDC token from an issuer the M2M
+    /// application trusts (a Kubernetes ServiceAccount token) as the client assertion, with
+    /// the federated credential's name. No client secret at all.
+    FederatedOidc {
+        /// `application_federated_credential_name`.
+        credential_name: String,
+        /// The OIDC token.
+        assertion: SecretString,
+    },
 }
 
 impl std::fmt::Debug for Credential {
@@ -43,6 +52,7 @@ impl std::fmt::Debug for Credential {
             Credential::ClientSecretPost { .. } => "ClientSecretPost([REDACTED])",
             Credential::ClientSecretBasic { .. } => "ClientSecretBasic([REDACTED])",
             Credential::PrivateKeyJwt { .. } => "PrivateKeyJwt([REDACTED])",
+            Credential::FederatedOidc { .. } => "FederatedOidc([REDACTED])",
         })
     }
 }

@@ -54,6 +54,7 @@ pub async fn emulator(
         scopes_granted: vec![".all".into()],
         token_lifetime: lifetime,
         client_public_key_pem: None,
+        federated_credentials: Vec::new(),
     })
     .await
     .unwrap()

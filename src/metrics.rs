@@ -75,6 +75,7 @@ pub const REFRESH_REASONS: &[&str] = &[
     "invalid_url",
     "invalid_private_key",
     "invalid_client_secret",
+    "assertion_file",
     crate::idaas::error::reason::JWKS_UNAVAILABLE,
     crate::idaas::error::reason::ISSUER_NOT_ALLOWED,
     crate::idaas::error::reason::ENDPOINT_NOT_ALLOWED,

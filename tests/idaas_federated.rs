@@ -8,7 +8,9 @@ use std::time::Duration;
 use idaas_projector::emulator::idaas::{
     EmulatorConfig, FederatedCredential, IdaasEmulator, OidcIssuer,
 };
-use idaas_projector::idaas::{Credential, FetchError, IdaasClient, RefreshError, TokenRequest};
+use idaas_projector::idaas::{
+    Assertion, Credential, FetchError, IdaasClient, RefreshError, TokenRequest,
+};
 use idaas_projector::testing;
 use idaas_projector::time::unix_now;
 use serde_json::json;
@@ -46,7 +48,7 @@ fn request(emu: &IdaasEmulator, credential_name: &str, assertion: String) -> Tok
         client_id: emu.config().client_id.clone(),
         credential: Credential::FederatedOidc {
             credential_name: credential_name.into(),
-            assertion: assertion.into(),
+            assertion: Assertion::Token(assertion.into()),
         },
         max_token_age: Duration::from_secs(12 * 3600),
     }
@@ -149,4 +151,45 @@ async fn each_broken_assertion_is_refused_with_its_reason() {
         "{description}"
     );
     assert_eq!(emu.issued_tokens(), 0, "no token was issued");
+}
+
+#[tokio::test]
+async fn an_assertion_file_is_read_again_before_every_request() {
+    let trusted = OidcIssuer::new(ISSUER);
+    let emu = emulator(&trusted).await;
+    let client = IdaasClient::new(&testing::http_config(&emu)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let mut req = request(&emu, CREDENTIAL, String::new());
+    req.credential = Credential::FederatedOidc {
+        credential_name: CREDENTIAL.into(),
+        assertion: Assertion::File(file.clone()),
+    };
+
+    // Not written yet: transient, so the caller retries.
+    let e = match client.fetch_token(&req, unix_now()).await {
+        Err(RefreshError::Fetch(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(e.reason, "assertion_file");
+    assert_eq!(e.class, idaas_projector::idaas::ErrorClass::Transient);
+    assert!(
+        e.message.contains(&file.display().to_string()),
+        "{}",
+        e.message
+    );
+    assert_eq!(emu.token_requests(), 0, "nothing was sent");
+
+    // An expired token in the file is refused; the agent's next write is used.
+    let now = unix_now();
+    let expired = trusted.sign(&json!({"iss": ISSUER, "sub": SUBJECT, "aud": AUDIENCE,
+                                      "iat": now - 700, "exp": now - 100}));
+    std::fs::write(&file, expired).unwrap();
+    assert!(client.fetch_token(&req, unix_now()).await.is_err());
+    let fresh = trusted.token(SUBJECT, AUDIENCE, Duration::from_secs(600));
+    std::fs::write(&file, format!("{fresh}\n")).unwrap();
+    client
+        .fetch_token(&req, unix_now())
+        .await
+        .expect("the file's new token authenticates");
 }

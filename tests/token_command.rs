@@ -166,3 +166,98 @@ async fn failures_exit_one_and_bad_usage_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("client secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_oidc_sends_the_assertion_file_and_no_secret() {
+    use idaas_projector::emulator::idaas::{FederatedCredential, OidcIssuer};
+    let cluster = OidcIssuer::new("https://oidc.example.com/c1");
+    let emu = IdaasEmulator::start(EmulatorConfig {
+        client_id: "app_cli".into(),
+        client_secret: SECRET.into(),
+        audience: "api://cli".into(),
+        federated_credentials: vec![FederatedCredential {
+            name: "k8s".into(),
+            issuer: cluster.issuer().to_owned(),
+            jwks: cluster.jwks(),
+            audience: "idaas".into(),
+            subject: "system:serviceaccount:shop:cli".into(),
+        }],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sa-token");
+    let assertion = cluster.token(
+        "system:serviceaccount:shop:cli",
+        "idaas",
+        Duration::from_secs(600),
+    );
+    std::fs::write(&file, &assertion).unwrap();
+    let federated = |extra: &[&str]| {
+        let mut c = token_cmd(&emu);
+        // No secret anywhere: the emulator would refuse a secret next to an assertion.
+        c.env_remove("IDAAS_PROJECTOR_CLIENT_SECRET")
+            .args(["--auth-method", "federated_oidc"])
+            .args(extra);
+        c
+    };
+    let file_arg = file.to_str().unwrap();
+    let out = output(federated(&[
+        "--federated-credential-name",
+        "k8s",
+        "--client-assertion-file",
+        file_arg,
+    ]))
+    .await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(stdout.contains("sub: app_cli"), "{stdout}");
+    assert!(
+        !stdout.contains(&assertion) && !stderr.contains(&assertion),
+        "the assertion is never printed"
+    );
+
+    // Refusals: each missing flag is a usage error (exit 2), and nothing is sent.
+    let before = emu.token_requests();
+    for (extra, needs) in [
+        (
+            vec!["--client-assertion-file", file_arg],
+            "--federated-credential-name",
+        ),
+        (
+            vec!["--federated-credential-name", "k8s"],
+            "--client-assertion-file",
+        ),
+        (
+            vec![
+                "--federated-credential-name",
+                "k8s",
+                "--client-assertion-file",
+                "/nonexistent/token",
+            ],
+            "cannot read client assertion file",
+        ),
+    ] {
+        let out = output(federated(&extra)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needs), "{stderr}");
+    }
+    assert_eq!(emu.token_requests(), before, "no request was sent");
+
+    // The wrong credential name: IDaaS refuses the client, exit 1.
+    let out = output(federated(&[
+        "--federated-credential-name",
+        "other",
+        "--client-assertion-file",
+        file_arg,
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+}

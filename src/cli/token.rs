@@ -9,7 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{CommandError, HttpArgs, parse_duration};
 use crate::controller::schedule;
-use crate::idaas::{AllowedOrigins, Credential, FetchedToken, IdaasClient, TokenRequest};
+use crate::idaas::{
+    AllowedOrigins, Assertion, Credential, FetchedToken, IdaasClient, TokenRequest,
+};
 use crate::time::{rfc3339, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
 
@@ -19,6 +21,9 @@ pub enum AuthMethod {
     ClientSecretPost,
     ClientSecretBasic,
     PrivateKeyJwt,
+    /// An IDaaS application federated credential: an OIDC token (e.g. a Kubernetes
+    /// ServiceAccount token) from --client-assertion-file, no secret.
+    FederatedOidc,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +64,14 @@ pub struct TokenArgs {
     /// PEM private key for private_key_jwt.
     #[arg(long, env = "IDAAS_PROJECTOR_PRIVATE_KEY_FILE")]
     pub private_key_file: Option<PathBuf>,
+    /// federated_oidc: the name of the application federated credential in IDaaS.
+    #[arg(long, env = "IDAAS_PROJECTOR_FEDERATED_CREDENTIAL_NAME")]
+    pub federated_credential_name: Option<String>,
+    /// federated_oidc: the file holding the OIDC token sent as the client assertion, read again
+    /// before every request (another agent keeps it fresh: a projected ServiceAccount token, a
+    /// CI system's OIDC token).
+    #[arg(long, env = "IDAAS_PROJECTOR_CLIENT_ASSERTION_FILE")]
+    pub client_assertion_file: Option<PathBuf>,
     /// Token endpoint; default: OIDC discovery, else {issuer}/token.
     #[arg(long, env = "IDAAS_PROJECTOR_TOKEN_ENDPOINT")]
     pub token_endpoint: Option<String>,
@@ -129,6 +142,7 @@ fn request(args: &TokenArgs) -> Result<TokenRequest, CommandError> {
                 private_key_pem: read_secret_file(path, "private key")?,
             }
         }
+        AuthMethod::FederatedOidc => federated(args)?,
     };
     Ok(TokenRequest {
         issuer: args.issuer.clone(),
@@ -139,6 +153,28 @@ fn request(args: &TokenArgs) -> Result<TokenRequest, CommandError> {
         client_id: args.client_id.clone(),
         credential,
         max_token_age: age,
+    })
+}
+
+/// `federated_oidc`: the credential's name and the assertion file (checked readable now; read
+/// again before every request).
+fn federated(args: &TokenArgs) -> Result<Credential, CommandError> {
+    let usage =
+        |what: &str| CommandError::Usage(format!("--auth-method federated_oidc needs {what}"));
+    let name = args
+        .federated_credential_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| usage("--federated-credential-name NAME"))?;
+    let path = args
+        .client_assertion_file
+        .clone()
+        .ok_or_else(|| usage("--client-assertion-file FILE"))?;
+    read_secret_file(&path, "client assertion")?;
+    Ok(Credential::FederatedOidc {
+        credential_name: name.to_owned(),
+        assertion: Assertion::File(path),
     })
 }
 

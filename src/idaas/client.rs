@@ -38,6 +38,32 @@ pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
 pub const CLIENT_ASSERTION_LIFETIME_SECS: i64 = 300;
 /// The `client_assertion_type` of RFC 7523.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The federated client assertion: the token given, or the file's content read now. A file
+/// that cannot be read, or is empty, is transient `assertion_file` (its agent may not have
+/// written it yet).
+fn federated_assertion(assertion: &crate::idaas::Assertion) -> Result<String, FetchError> {
+    let path = match assertion {
+        crate::idaas::Assertion::Token(token) => return Ok(token.expose_secret().to_owned()),
+        crate::idaas::Assertion::File(path) => path,
+    };
+    let failed = |why: String| FetchError {
+        class: ErrorClass::Transient,
+        reason: "assertion_file".to_owned(),
+        message: format!(
+            "cannot read the client assertion file {}: {why}",
+            path.display()
+        ),
+        request_id: None,
+        retry_after: None,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(failed("it is empty".to_owned()));
+    }
+    Ok(token.to_owned())
+}
+
 /// The `client_assertion_type` of an IDaaS application federated credential (an OIDC token).
 pub const FEDERATED_ASSERTION_TYPE: &str =
     "urn:cloud:idaas:params:oauth:client-assertion-type:id-token-bearer";
@@ -330,7 +356,7 @@ impl IdaasClient {
                     credential_name.clone(),
                 ));
                 form.push(("client_assertion_type", FEDERATED_ASSERTION_TYPE.to_owned()));
-                form.push(("client_assertion", assertion.expose_secret().to_owned()));
+                form.push(("client_assertion", federated_assertion(assertion)?));
                 "federated_oidc"
             }
         };

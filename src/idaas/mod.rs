@@ -41,9 +41,19 @@ pub enum Credential {
     FederatedOidc {
         /// `application_federated_credential_name`.
         credential_name: String,
-        /// The OIDC token.
-        assertion: SecretString,
+        /// The OIDC token, or where to read it.
+        assertion: Assertion,
     },
+}
+
+/// Where a federated client assertion comes from.
+#[derive(Clone)]
+pub enum Assertion {
+    /// This token (the projector requests a fresh ServiceAccount token for each refresh).
+    Token(SecretString),
+    /// Read from this file before every request: another agent keeps it fresh (a projected
+    /// ServiceAccount token, a CI system's OIDC token).
+    File(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for Credential {

@@ -48,10 +48,12 @@ fn token(i: usize, issuer: &str) -> M2MToken {
             client_id: "app_bench".into(),
             client_auth: ClientAuth {
                 method: ClientAuthMethod::ClientSecretPost,
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "bench-credentials".into(),
                     key: "client_secret".into(),
-                },
+                }),
+                federated_credential_name: None,
+                service_account: None,
             },
             secret_name: None,
             role_arn: None,

@@ -113,16 +113,50 @@ fn default_max_token_age() -> String {
 }
 
 /// Client authentication at the token endpoint.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.method) && self.method == 'federated_oidc') ? !has(self.secretRef) : has(self.secretRef)").message("secretRef is required with client_secret_post, client_secret_basic and private_key_jwt, and not allowed with federated_oidc (no secret at all)"))]
+#[x_kube(validation = Rule::new("(has(self.method) && self.method == 'federated_oidc') == (has(self.federatedCredentialName) && has(self.serviceAccount))").message("federated_oidc needs federatedCredentialName and serviceAccount, and only federated_oidc takes them"))]
 pub struct ClientAuth {
-    /// `client_secret_post` (the default, as in the IDaaS curl example), `client_secret_basic`, or
-    /// `private_key_jwt` (RFC 7523, signed with a PEM private key).
+    /// `client_secret_post` (the default, as in the IDaaS curl example), `client_secret_basic`,
+    /// `private_key_jwt` (RFC 7523, signed with a PEM private key), or `federated_oidc` (an IDaaS
+    /// application federated credential: a Kubernetes ServiceAccount token is the client
+    /// assertion, and there is no secret at all).
     #[serde(default)]
     pub method: ClientAuthMethod,
     /// The Secret (in the M2MToken's namespace) and key that hold the client secret, or for
-    /// `private_key_jwt` the PEM private key.
-    pub secret_ref: SecretKeyRef,
+    /// `private_key_jwt` the PEM private key. Required with those methods; not allowed with
+    /// `federated_oidc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// `federated_oidc`: the name of the application federated credential in IDaaS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub federated_credential_name: Option<String>,
+    /// `federated_oidc`: the ServiceAccount (in the M2MToken's namespace) whose token, requested
+    /// fresh for each refresh through the TokenRequest API, is the client assertion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountAssertion>,
+}
+
+/// The ServiceAccount token a `federated_oidc` client sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountAssertion {
+    /// The ServiceAccount's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The token's audience: what the IDaaS federated credential provider expects.
+    #[schemars(length(min = 1, max = 512))]
+    pub audience: String,
+    /// The token's lifetime in seconds (600 to 3600); it only has to outlive one token request.
+    #[serde(default = "default_expiration_seconds")]
+    #[schemars(range(min = 600, max = 3600))]
+    pub expiration_seconds: i64,
+}
+
+fn default_expiration_seconds() -> i64 {
+    600
 }
 
 /// Client authentication method at the token endpoint.
@@ -136,6 +170,8 @@ pub enum ClientAuthMethod {
     ClientSecretBasic,
     /// A JWT client assertion signed with the client's private key (RFC 7523).
     PrivateKeyJwt,
+    /// An IDaaS application federated credential: a ServiceAccount token as the assertion.
+    FederatedOidc,
 }
 
 /// A key of a Secret in the same namespace.

@@ -368,10 +368,12 @@ fn drill_token(issuer: &str) -> M2MToken {
             client_id: CLIENT_ID.into(),
             client_auth: ClientAuth {
                 method: ClientAuthMethod::ClientSecretPost,
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "drill-credentials".into(),
                     key: "client_secret".into(),
-                },
+                }),
+                federated_credential_name: None,
+                service_account: None,
             },
             secret_name: Some("app-token".into()),
             role_arn: None,

@@ -44,10 +44,12 @@ fn m2mtoken(issuer: &str, max_token_age: &str) -> M2MToken {
             client_id: CLIENT_ID.into(),
             client_auth: ClientAuth {
                 method: ClientAuthMethod::ClientSecretPost,
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "payments-idaas-client".into(),
                     key: "client_secret".into(),
-                },
+                }),
+                federated_credential_name: None,
+                service_account: None,
             },
             secret_name: None,
             role_arn: None,

@@ -47,10 +47,12 @@ fn m2mtoken(issuer: &str, method: ClientAuthMethod) -> M2MToken {
             client_id: "app_payments".into(),
             client_auth: ClientAuth {
                 method,
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "creds".into(),
                     key: "value".into(),
-                },
+                }),
+                federated_credential_name: None,
+                service_account: None,
             },
             secret_name: None,
             role_arn: None,

@@ -10,6 +10,7 @@
 //! - [`leader`]: one leader at a time: the Lease's field manager, the last confirmed renewal,
 //!   and the gate every write goes through.
 
+pub mod assertion;
 pub mod decide;
 pub mod leader;
 pub mod reconcile;

@@ -25,8 +25,8 @@ use super::leader::WriteGate;
 use super::schedule::Backoff;
 use super::secret::{self, ALLOWED_M2M_TOKENS, CLIENT_CREDENTIALS_LABEL, MANAGER};
 use super::status::{self, Report, reason};
-use crate::crd::{ClientAuthMethod, M2MToken};
-use crate::idaas::{Credential, FetchedToken, IdaasClient, RefreshError, TokenRequest};
+use crate::crd::{ClientAuth, ClientAuthMethod, M2MToken, SecretKeyRef};
+use crate::idaas::{Assertion, Credential, FetchedToken, IdaasClient, RefreshError, TokenRequest};
 use crate::metrics::{Metrics, RefreshResult};
 
 /// Errors that end a reconcile early (the API server could not be reached, ...).
@@ -214,9 +214,9 @@ pub fn parse_max_token_age(s: &str) -> Result<Duration, String> {
 /// opted in ([`decide::credentials_allowed`]).
 fn credentials(
     token: &M2MToken,
+    r: &SecretKeyRef,
     secret: Option<Secret>,
 ) -> Result<(Credential, Option<String>), (&'static str, String)> {
-    let r = &token.spec.client_auth.secret_ref;
     let Some(secret) = secret else {
         return Err((
             reason::CREDENTIALS_NOT_FOUND,
@@ -270,8 +270,48 @@ fn credentials(
         ClientAuthMethod::PrivateKeyJwt => Credential::PrivateKeyJwt {
             private_key_pem: value,
         },
+        ClientAuthMethod::FederatedOidc => {
+            return Err((
+                reason::INVALID_SPEC,
+                "federated_oidc takes no credentials Secret".to_owned(),
+            ));
+        }
     };
     Ok((credential, secret.metadata.resource_version))
+}
+
+/// How an M2MToken authenticates: a credentials Secret, or a federated credential (whose
+/// assertion is requested when a fetch is due).
+enum AuthShape<'a> {
+    Secret(&'a SecretKeyRef),
+    Federated(Credential),
+}
+
+/// Checks the fields each method needs (the CRD's rules say the same; this also covers an API
+/// server that does not enforce them).
+fn client_auth_shape(auth: &ClientAuth) -> Result<AuthShape<'_>, String> {
+    match (auth.method, &auth.secret_ref) {
+        (ClientAuthMethod::FederatedOidc, Some(_)) => Err(
+            "spec.clientAuth.secretRef is not allowed with federated_oidc (no secret at all)"
+                .to_owned(),
+        ),
+        (ClientAuthMethod::FederatedOidc, None) => {
+            let name = auth
+                .federated_credential_name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or("federated_oidc needs spec.clientAuth.federatedCredentialName")?;
+            if auth.service_account.is_none() {
+                return Err("federated_oidc needs spec.clientAuth.serviceAccount".to_owned());
+            }
+            Ok(AuthShape::Federated(Credential::FederatedOidc {
+                credential_name: name,
+                assertion: Assertion::Token(SecretString::from(String::new())),
+            }))
+        }
+        (_, Some(secret_ref)) => Ok(AuthShape::Secret(secret_ref)),
+        (_, None) => Err("spec.clientAuth.secretRef is required with this method".to_owned()),
+    }
 }
 
 fn key_of(token: &M2MToken) -> String {
@@ -364,9 +404,23 @@ impl<'a> Run<'a> {
         }
         let stored = existing.as_ref().and_then(secret::read);
         let managed_version = existing.and_then(|s| s.metadata.resource_version);
-        let creds_name = &self.token.spec.client_auth.secret_ref.name;
-        let creds_secret = self.secrets.get_opt(creds_name).await?;
-        Ok(match credentials(self.token, creds_secret) {
+        let auth = &self.token.spec.client_auth;
+        let secret_ref = match client_auth_shape(auth) {
+            Ok(AuthShape::Federated(credential)) => {
+                // No secret to read: the ServiceAccount token is requested when a fetch is due.
+                return Ok(Found::Inputs(Inputs {
+                    max_age,
+                    stored,
+                    credential,
+                    credentials_version: None,
+                    managed_version,
+                }));
+            }
+            Ok(AuthShape::Secret(secret_ref)) => secret_ref,
+            Err(message) => return Ok(Found::InvalidSpec { message }),
+        };
+        let creds_secret = self.secrets.get_opt(&secret_ref.name).await?;
+        Ok(match credentials(self.token, secret_ref, creds_secret) {
             Ok((credential, credentials_version)) => Found::Inputs(Inputs {
                 max_age,
                 stored,
@@ -430,6 +484,24 @@ impl<'a> Run<'a> {
     /// Fetches and checks a token, within the bound on concurrent calls to IDaaS.
     async fn fetch(&self, fetch: &Fetch<'_>) -> Result<FetchedToken, RefreshError> {
         let spec = &self.token.spec;
+        let credential = match (&fetch.inputs.credential, &spec.client_auth.service_account) {
+            (
+                Credential::FederatedOidc {
+                    credential_name, ..
+                },
+                Some(sa),
+            ) => {
+                let token =
+                    super::assertion::service_account_token(&self.ctx.client, &self.namespace, sa)
+                        .await
+                        .map_err(RefreshError::Fetch)?;
+                Credential::FederatedOidc {
+                    credential_name: credential_name.clone(),
+                    assertion: Assertion::Token(token),
+                }
+            }
+            (credential, _) => credential.clone(),
+        };
         let request = TokenRequest {
             issuer: spec.issuer.clone(),
             token_endpoint: spec.token_endpoint.clone().filter(|s| !s.is_empty()),
@@ -437,7 +509,7 @@ impl<'a> Run<'a> {
             audience: spec.audience.clone(),
             scopes: spec.scopes.clone(),
             client_id: spec.client_id.clone(),
-            credential: fetch.inputs.credential.clone(),
+            credential,
             max_token_age: Duration::from_secs(fetch.inputs.max_age as u64),
         };
         let _permit = self.ctx.refreshes.acquire().await;

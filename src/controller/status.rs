@@ -19,6 +19,12 @@ pub mod reason {
     pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// `federated_oidc`: the ServiceAccount named in `spec.clientAuth.serviceAccount` is missing.
+    pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "ServiceAccountNotFound";
+    /// `federated_oidc`: the projector may not create a token for that ServiceAccount.
+    pub const TOKEN_REQUEST_FORBIDDEN: &str = "TokenRequestForbidden";
+    /// `federated_oidc`: the TokenRequest failed otherwise.
+    pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
     pub use crate::idaas::error::reason::{
         ENDPOINT_NOT_ALLOWED, ISSUER_NOT_ALLOWED, JWKS_UNAVAILABLE,
     };

@@ -350,10 +350,12 @@ mod tests {
                 client_id: "app_xxx".into(),
                 client_auth: ClientAuth {
                     method: ClientAuthMethod::ClientSecretPost,
-                    secret_ref: SecretKeyRef {
+                    secret_ref: Some(SecretKeyRef {
                         name: "creds".into(),
                         key: "client_secret".into(),
-                    },
+                    }),
+                    federated_credential_name: None,
+                    service_account: None,
                 },
                 secret_name: secret.map(str::to_owned),
                 role_arn: role.map(str::to_owned),

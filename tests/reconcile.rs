@@ -12,8 +12,12 @@ use common::mock_api::{self, MockApi};
 use common::requeue_after;
 use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::{Context, reconcile};
-use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
-use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
+use idaas_projector::crd::{
+    ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef, ServiceAccountAssertion,
+};
+use idaas_projector::emulator::idaas::{
+    EmulatorConfig, Fault, FederatedCredential, IdaasEmulator, OidcIssuer,
+};
 use idaas_projector::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, HttpConfig, IdaasClient};
 use idaas_projector::metrics::{Metrics, refresh_reason_label};
 use idaas_projector::testing::{self, install_provider, reconcile_context};
@@ -1062,4 +1066,190 @@ async fn the_controller_reads_secrets_by_name_and_never_lists_or_watches_them() 
 fn patched_in(seen: &[(Method, String)]) -> bool {
     seen.iter()
         .any(|(m, p)| *m == Method::PATCH && p == STATUS_PATH)
+}
+
+// ---------------------------------------------------------------------------------------------
+// federated_oidc: a ServiceAccount token from the TokenRequest API is the client assertion.
+
+const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const SA_AUDIENCE: &str = "idaas-federation";
+const SA_SUBJECT: &str = "system:serviceaccount:shop:payments";
+const TOKEN_REQUEST_PATH: &str = "/api/v1/namespaces/shop/serviceaccounts/payments/token";
+
+/// An emulator whose application trusts `cluster` for ServiceAccount `shop/payments`.
+async fn federated_emulator(cluster: &OidcIssuer) -> IdaasEmulator {
+    install_provider();
+    IdaasEmulator::start(EmulatorConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        audience: AUDIENCE.into(),
+        federated_credentials: vec![FederatedCredential {
+            name: "k8s-payments".into(),
+            issuer: cluster.issuer().to_owned(),
+            jwks: cluster.jwks(),
+            audience: SA_AUDIENCE.into(),
+            subject: SA_SUBJECT.into(),
+        }],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn federated_m2mtoken(issuer: &str) -> M2MToken {
+    let mut t = m2mtoken(issuer, "12h");
+    t.spec.client_auth = ClientAuth {
+        method: ClientAuthMethod::FederatedOidc,
+        secret_ref: None,
+        federated_credential_name: Some("k8s-payments".into()),
+        service_account: Some(ServiceAccountAssertion {
+            name: "payments".into(),
+            audience: SA_AUDIENCE.into(),
+            expiration_seconds: 900,
+        }),
+    };
+    t
+}
+
+/// The TokenRequest the projector sends: for the ServiceAccount's audience and lifetime, bound
+/// to nothing.
+fn assert_token_request(body: &Value) {
+    assert_eq!(body["kind"], "TokenRequest");
+    assert_eq!(body["spec"]["audiences"], json!([SA_AUDIENCE]));
+    assert_eq!(body["spec"]["expirationSeconds"], 900);
+    assert!(
+        body["spec"]
+            .get("boundObjectRef")
+            .is_none_or(Value::is_null),
+        "{body}"
+    );
+}
+
+fn token_request_answer(token: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::CREATED,
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"audiences": [SA_AUDIENCE], "expirationSeconds": 900},
+               "status": {"token": token, "expirationTimestamp": "2026-12-01T00:15:00Z"}}),
+    )
+}
+
+#[tokio::test]
+async fn federated_oidc_sends_a_fresh_service_account_token_and_no_secret() {
+    let cluster = OidcIssuer::new(CLUSTER_ISSUER);
+    let emu = federated_emulator(&cluster).await;
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
+    let task = spawn_reconcile(&h, federated_m2mtoken(&emu.issuer()));
+    // The managed Secret is read; no credentials Secret is (there is none).
+    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    let sa_token = cluster.token(SA_SUBJECT, SA_AUDIENCE, Duration::from_secs(900));
+    let sent = expect(
+        &mut h.api,
+        Method::POST,
+        TOKEN_REQUEST_PATH,
+        token_request_answer(&sa_token),
+    )
+    .await;
+    assert_token_request(&sent);
+    let written = expect(
+        &mut h.api,
+        Method::POST,
+        SECRETS_PATH,
+        (StatusCode::CREATED, json!({})),
+    )
+    .await;
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(written["data"]["token"].as_str().unwrap())
+        .unwrap();
+    assert_ne!(
+        token,
+        sa_token.as_bytes(),
+        "the IDaaS token is stored, not the assertion"
+    );
+    assert!(
+        !serde_json::to_string(&written).unwrap().contains(&sa_token),
+        "the ServiceAccount token is never stored"
+    );
+    let event = expect(
+        &mut h.api,
+        Method::POST,
+        EVENTS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_eq!(event["reason"], "Refreshed");
+    let status = expect_status_patch(&mut h.api).await;
+    assert_eq!(ready(&status).1, "Refreshed");
+    assert!(!serde_json::to_string(&status).unwrap().contains(&sa_token));
+    task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    // IDaaS accepted it: the emulator refuses an assertion with a client_secret beside it.
+    assert_eq!(emu.issued_tokens(), 1);
+}
+
+/// A federated refresh that fails: `answer` is the TokenRequest's answer. Returns the Ready
+/// reason and message; nothing is written.
+async fn federated_failure(
+    emu: &IdaasEmulator,
+    answer: (StatusCode, Value),
+    retry: Duration,
+) -> (String, String) {
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
+    let task = spawn_reconcile(&h, federated_m2mtoken(&emu.issuer()));
+    expect(&mut h.api, Method::GET, SECRET_PATH, not_found(NAME)).await;
+    expect(&mut h.api, Method::POST, TOKEN_REQUEST_PATH, answer).await;
+    // No Secret write: a Warning event and Ready=False.
+    let event = expect(
+        &mut h.api,
+        Method::POST,
+        EVENTS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_eq!(event["type"], "Warning");
+    let status = expect_status_patch(&mut h.api).await;
+    let (s, reason, message) = ready(&status);
+    assert_eq!(s, "False");
+    let action = task.await.unwrap().unwrap();
+    assert!(
+        requeue_after(&action) <= retry,
+        "the usual backoff: {action:?}"
+    );
+    h.api.expect_no_more().await;
+    (reason, message)
+}
+
+#[tokio::test]
+async fn federated_oidc_failures_each_have_their_reason() {
+    let cluster = OidcIssuer::new(CLUSTER_ISSUER);
+    let emu = federated_emulator(&cluster).await;
+    let status = |code: u16, reason: &str| {
+        (
+            StatusCode::from_u16(code).unwrap(),
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                   "message": reason, "code": code}),
+        )
+    };
+    let (reason, message) =
+        federated_failure(&emu, status(404, "NotFound"), Duration::from_secs(2)).await;
+    assert_eq!(reason, "ServiceAccountNotFound");
+    assert!(
+        message.contains("ServiceAccount \"payments\" not found"),
+        "{message}"
+    );
+    let (reason, message) =
+        federated_failure(&emu, status(403, "Forbidden"), Duration::from_secs(2)).await;
+    assert_eq!(reason, "TokenRequestForbidden");
+    assert!(message.contains("serviceaccounts/token"), "{message}");
+    // A token for another ServiceAccount: IDaaS refuses the client (permanent: retried slowly).
+    let other = cluster.token(
+        "system:serviceaccount:shop:other",
+        SA_AUDIENCE,
+        Duration::from_secs(900),
+    );
+    let (reason, message) =
+        federated_failure(&emu, token_request_answer(&other), Duration::from_secs(300)).await;
+    assert_eq!(reason, "invalid_client");
+    assert!(message.contains("subject"), "{message}");
+    assert_eq!(emu.issued_tokens(), 0);
 }

@@ -1,5 +1,6 @@
-//! No token, client secret or private key reaches a log line at any level: a refresh through
-//! the reconciler (both secret and private-key auth) and the `token` command's paths run with
+//! No token, client secret, private key or client assertion reaches a log line at any level: a
+//! refresh through the reconciler (secret, private-key and federated auth: the ServiceAccount
+//! token the projector requests is the assertion) and the `token` command's paths run with
 //! tracing at TRACE into a buffer, which must hold none of them.
 //!
 //! One test in its own binary, with a global subscriber, so no other test's thread can disable a
@@ -14,8 +15,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use idaas_projector::controller::reconcile::reconcile;
-use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
-use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, generate_client_key};
+use idaas_projector::crd::{
+    ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef, ServiceAccountAssertion,
+};
+use idaas_projector::emulator::idaas::{
+    EmulatorConfig, Fault, FederatedCredential, IdaasEmulator, OidcIssuer, generate_client_key,
+};
 use idaas_projector::idaas::IdaasClient;
 use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use serde_json::json;
@@ -60,6 +65,16 @@ fn m2mtoken(issuer: &str, method: ClientAuthMethod) -> M2MToken {
             max_token_age: "12h".into(),
         },
     );
+    if method == ClientAuthMethod::FederatedOidc {
+        let auth = &mut t.spec.client_auth;
+        auth.secret_ref = None;
+        auth.federated_credential_name = Some("k8s".into());
+        auth.service_account = Some(ServiceAccountAssertion {
+            name: "payments".into(),
+            audience: "idaas".into(),
+            expiration_seconds: 600,
+        });
+    }
     t.metadata.namespace = Some("shop".into());
     t.metadata.uid = Some("5d1c1e52-7a0e-4c4e-9a55-0d6f5e0c0009".into());
     t.metadata.generation = Some(1);
@@ -79,6 +94,8 @@ fn nothing_secret_reaches_the_log_at_trace() {
     let (private_pem, public_pem) = generate_client_key();
 
     let written_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
+    let assertions: Arc<Mutex<Vec<String>>> = Arc::default();
+    let cluster = Arc::new(OidcIssuer::new("https://kubernetes.default.svc"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,7 +108,13 @@ fn nothing_secret_reaches_the_log_at_trace() {
             scopes_granted: vec![".all".into()],
             token_lifetime: Duration::from_secs(3600),
             client_public_key_pem: Some(public_pem.clone()),
-            federated_credentials: Vec::new(),
+            federated_credentials: vec![FederatedCredential {
+                name: "k8s".into(),
+                issuer: cluster.issuer().to_owned(),
+                jwks: cluster.jwks(),
+                audience: "idaas".into(),
+                subject: "system:serviceaccount:shop:payments".into(),
+            }],
         })
         .await
         .unwrap();
@@ -100,6 +123,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
             ClientAuthMethod::ClientSecretPost,
             ClientAuthMethod::ClientSecretBasic,
             ClientAuthMethod::PrivateKeyJwt,
+            ClientAuthMethod::FederatedOidc,
         ] {
             let credential = if method == ClientAuthMethod::PrivateKeyJwt {
                 private_pem.clone()
@@ -107,8 +131,23 @@ fn nothing_secret_reaches_the_log_at_trace() {
                 SECRET.to_owned()
             };
             let tokens = written_tokens.clone();
+            let (cluster, issued) = (cluster.clone(), assertions.clone());
             let client = fake_kube(move |method, path, sent| {
                 match *method {
+                    Method::POST if path.ends_with("/serviceaccounts/payments/token") => {
+                        let sa_token = cluster.token(
+                            "system:serviceaccount:shop:payments",
+                            "idaas",
+                            Duration::from_secs(600),
+                        );
+                        issued.lock().unwrap().push(sa_token.clone());
+                        (
+                            StatusCode::CREATED,
+                            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                "spec": {"audiences": ["idaas"]}, "status": {"token": sa_token,
+                                "expirationTimestamp": "2026-12-01T00:10:00Z"}}),
+                        )
+                    }
                     Method::GET if path.ends_with("/secrets/creds") => (
                         StatusCode::OK,
                         json!({"apiVersion": "v1", "kind": "Secret",
@@ -152,7 +191,13 @@ fn nothing_secret_reaches_the_log_at_trace() {
     });
 
     let tokens = written_tokens.lock().unwrap().clone();
-    assert_eq!(tokens.len(), 3, "three refreshes wrote a token");
+    assert_eq!(tokens.len(), 4, "four refreshes wrote a token");
+    let assertions = assertions.lock().unwrap().clone();
+    assert_eq!(
+        assertions.len(),
+        2,
+        "a ServiceAccount token for each federated refresh"
+    );
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(
         log.contains("token refreshed"),
@@ -162,7 +207,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
         log.contains("TRACE") || log.contains("DEBUG"),
         "lower levels were captured"
     );
-    for token in &tokens {
+    for token in tokens.iter().chain(&assertions) {
         for part in token.split('.').filter(|p| p.len() > 16) {
             assert!(!log.contains(part), "a token part reached the log");
         }

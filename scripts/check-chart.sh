@@ -392,6 +392,7 @@ for scope in (["shop", "billing"] if namespaced else ["cluster"]):
     projector_want |= expand(scope, "idaas-projector.io", "m2mtokens/status", ["patch"])
     projector_want |= expand(scope, "", "secrets", ["get", "create", "patch", "update"])
     projector_want |= expand(scope, "events.k8s.io", "events", ["create", "patch"])
+    projector_want |= expand(scope, "", "serviceaccounts/token", ["create"])
 projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["create"])
 projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["get", "patch"], "idaas-projector")
 sa_of = {c: pod_of(c).get("serviceAccountName") for c in components}
@@ -408,6 +409,7 @@ else:
     same(grants(sa_of["webhook"]), webhook_want, "webhook ServiceAccount")
     same(grants(sa_of["projector"]), projector_want, "projector ServiceAccount")
     expect(not any(g[2] == "serviceaccounts" for g in grants(sa_of["projector"])), "projector ServiceAccount: nothing on serviceaccounts")
+    expect({g[3] for g in grants(sa_of["projector"]) if g[2] == "serviceaccounts/token"} == {"create"}, "projector ServiceAccount: only create on serviceaccounts/token")
 if namespaced:
     expect("--namespace=shop,billing" in args_of(proj), "--namespace=shop,billing expected")
     expect(not any("secrets" in r.get("resources", []) for r in by_kind.get("ClusterRole", [])), "namespaced RBAC: no ClusterRole may grant anything on Secrets")

@@ -38,6 +38,9 @@ fi
 cargo build --locked --quiet
 .venv/bin/python tests/python/sdk_dev_test.py target/debug/idaas-projector
 
+step "the official Python credentials SDK against \`idaas-projector dev --auth federated_oidc\` (no client secret)"
+.venv/bin/python tests/python/sdk_dev_test.py target/debug/idaas-projector --auth federated_oidc
+
 step "the official Node.js credentials SDK against \`idaas-projector dev\` (its STS emulator over HTTPS)"
 # npm ci again only when package-lock.json differs from the one installed last (npm ci empties
 # node_modules first, so the copy goes with it).

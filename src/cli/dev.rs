@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 use super::{CommandError, parse_duration};
 use crate::admin::{self, Readiness};
 use crate::controller::schedule::Backoff;
-use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
+use crate::emulator::idaas::{EmulatorConfig, FederatedCredential, IdaasEmulator, OidcIssuer};
 use crate::emulator::sts::{StsConfig, StsEmulator};
-use crate::idaas::{AllowedOrigins, Credential, HttpConfig, IdaasClient, TokenRequest};
+use crate::idaas::{AllowedOrigins, Assertion, Credential, HttpConfig, IdaasClient, TokenRequest};
 use crate::metrics::Metrics;
 use crate::time::{format_duration, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
@@ -75,7 +75,35 @@ pub struct DevArgs {
         default_value = "127.0.0.1:18082"
     )]
     pub sts_https_listen: SocketAddr,
+    /// How the projector authenticates to the IDaaS emulator: `client_secret` (a random secret
+    /// made at start), or `federated_oidc` (no secret: an embedded OIDC issuer plays the
+    /// cluster's ServiceAccount issuer and keeps a ServiceAccount token fresh in
+    /// <dir>/serviceaccount-token, which the emulator's application trusts).
+    #[arg(
+        long,
+        env = "IDAAS_PROJECTOR_DEV_AUTH",
+        value_enum,
+        default_value = "client_secret"
+    )]
+    pub auth: DevAuth,
 }
+
+/// How `dev`'s projector authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum DevAuth {
+    ClientSecret,
+    FederatedOidc,
+}
+
+/// `--auth federated_oidc`: the embedded cluster issuer and the ServiceAccount it signs for.
+pub const DEV_CLUSTER_ISSUER: &str = "https://kubernetes.dev.idaas-projector.local";
+pub const DEV_SERVICE_ACCOUNT: &str = "system:serviceaccount:dev:app";
+pub const DEV_FEDERATION_AUDIENCE: &str = "idaas-projector-dev-federation";
+pub const DEV_FEDERATED_CREDENTIAL: &str = "dev-cluster";
+/// Lifetime of the ServiceAccount tokens; they are rewritten at half of it, as the kubelet does
+/// for projected tokens (at 80%).
+const DEV_SA_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
 fn err(what: &str, detail: impl std::fmt::Display) -> CommandError {
     CommandError::Failed(format!("{what}: {detail}"))
@@ -93,7 +121,9 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     warn_if_too_short(args.token_lifetime);
     let dir = absolute(&args.dir);
     let client_secret = format!("dev-{:032x}", fastrand::u128(..));
-    let (idaas, sts) = start_emulators(&args, &client_secret).await?;
+    let cluster =
+        (args.auth == DevAuth::FederatedOidc).then(|| OidcIssuer::new(DEV_CLUSTER_ISSUER));
+    let (idaas, sts) = start_emulators(&args, &client_secret, cluster.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     readiness.set_caches_synced();
@@ -129,8 +159,25 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
         stop.clone(),
     ));
     let token_file = dir.join("token");
-    let projector = start_projector(&idaas, client_secret, &token_file, stop.clone())?;
-    let info = json!({
+    let assertion_file = dir.join("serviceaccount-token");
+    let credential = match cluster {
+        Some(cluster) => {
+            keep_service_account_token(cluster, &assertion_file, stop.clone())?;
+            Credential::FederatedOidc {
+                credential_name: DEV_FEDERATED_CREDENTIAL.to_owned(),
+                assertion: Assertion::File(assertion_file.clone()),
+            }
+        }
+        None => Credential::ClientSecretPost {
+            client_secret: SecretString::from(client_secret),
+        },
+    };
+    let auth = match args.auth {
+        DevAuth::ClientSecret => "client_secret_post",
+        DevAuth::FederatedOidc => "federated_oidc",
+    };
+    let projector = start_projector(&idaas, credential, &token_file, stop.clone())?;
+    let mut info = json!({
         "issuer": idaas.issuer(),
         "token_endpoint": idaas.token_endpoint(),
         "jwks_uri": idaas.jwks_uri(),
@@ -144,7 +191,12 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
         "webhook": format!("https://localhost:{}/mutate", webhook.addr.port()),
         "ca_file": ca_file,
         "admin": format!("http://{admin_addr}"),
+        "auth": auth,
     });
+    if args.auth == DevAuth::FederatedOidc {
+        info["client_assertion_file"] = json!(assertion_file);
+        info["federated_credential_name"] = json!(DEV_FEDERATED_CREDENTIAL);
+    }
     let info_file = dir.join("dev.json");
     let info_text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
     write_atomically(&info_file, info_text.as_bytes()).map_err(|x| err("dev.json", x))?;
@@ -180,7 +232,19 @@ fn warn_if_too_short(lifetime: Duration) {
 async fn start_emulators(
     args: &DevArgs,
     client_secret: &str,
+    cluster: Option<&OidcIssuer>,
 ) -> Result<(IdaasEmulator, StsEmulator), CommandError> {
+    // With a cluster issuer, the application trusts its ServiceAccount tokens.
+    let federated_credentials = cluster
+        .map(|c| FederatedCredential {
+            name: DEV_FEDERATED_CREDENTIAL.to_owned(),
+            issuer: c.issuer().to_owned(),
+            jwks: c.jwks(),
+            audience: DEV_FEDERATION_AUDIENCE.to_owned(),
+            subject: DEV_SERVICE_ACCOUNT.to_owned(),
+        })
+        .into_iter()
+        .collect();
     let idaas = IdaasEmulator::start_on(
         args.idaas_listen,
         EmulatorConfig {
@@ -190,7 +254,7 @@ async fn start_emulators(
             scopes_granted: vec![".all".to_owned()],
             token_lifetime: args.token_lifetime,
             client_public_key_pem: None,
-            federated_credentials: Vec::new(),
+            federated_credentials,
         },
     )
     .await
@@ -278,7 +342,7 @@ fn start_webhook(
 /// The projector for a file: keeps `token_file` fresh from the IDaaS emulator until `stop`.
 fn start_projector(
     idaas: &IdaasEmulator,
-    client_secret: String,
+    credential: Credential,
     token_file: &Path,
     stop: Stop,
 ) -> Result<JoinHandle<()>, CommandError> {
@@ -296,15 +360,45 @@ fn start_projector(
         audience: AUDIENCE.to_owned(),
         scopes: vec![".all".to_owned()],
         client_id: CLIENT_ID.to_owned(),
-        credential: Credential::ClientSecretPost {
-            client_secret: SecretString::from(client_secret),
-        },
+        credential,
         max_token_age: Duration::from_secs(12 * 3600),
     };
     let file = token_file.to_owned();
     Ok(tokio::spawn(async move {
         keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await
     }))
+}
+
+/// Plays the kubelet for a projected ServiceAccount token: writes a token of the dev
+/// ServiceAccount to `file` now, and again at half its lifetime, until `stop`.
+fn keep_service_account_token(
+    cluster: OidcIssuer,
+    file: &Path,
+    stop: Stop,
+) -> Result<(), CommandError> {
+    let write = move |file: &Path| {
+        let token = cluster.token(
+            DEV_SERVICE_ACCOUNT,
+            DEV_FEDERATION_AUDIENCE,
+            DEV_SA_TOKEN_LIFETIME,
+        );
+        write_atomically(file, token.as_bytes())
+    };
+    write(file).map_err(|x| err("ServiceAccount token file", x))?;
+    let file = file.to_owned();
+    tokio::spawn(async move {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(DEV_SA_TOKEN_LIFETIME / 2) => {}
+            }
+            if let Err(e) = write(&file) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot write the ServiceAccount token");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// What runs where, and what an SDK needs.

@@ -65,19 +65,26 @@ def credentials(info, session):
 
 def main():
     binary = sys.argv[1]
+    extra = sys.argv[2:]  # more `dev` flags, e.g. --auth federated_oidc
     work = tempfile.mkdtemp(prefix="idaas-projector-dev-")
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     log = open(os.path.join(work, "dev.log"), "w")
     proc = subprocess.Popen(
         [binary, "dev", "--dir", work, "--token-lifetime", "15s",
          "--listen", f"127.0.0.1:{ports[0]}", "--admin-listen", f"127.0.0.1:{ports[1]}",
-         "--idaas-listen", f"127.0.0.1:{ports[2]}", "--sts-listen", f"127.0.0.1:{ports[3]}"],
+         "--idaas-listen", f"127.0.0.1:{ports[2]}", "--sts-listen", f"127.0.0.1:{ports[3]}",
+         "--sts-https-listen", f"127.0.0.1:{ports[4]}", *extra],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         info_path = os.path.join(work, "dev.json")
         wait_for("dev.json", lambda: os.path.exists(info_path))
         info = json.load(open(info_path))
         token_path = info["token_file"]
+        if "federated_oidc" in extra:
+            assertion = info.get("client_assertion_file", "")
+            check("dev authenticates with a federated credential, no secret",
+                  info.get("auth") == "federated_oidc" and os.path.exists(assertion)
+                  and open(assertion).read().count(".") == 2, info.get("auth"))
         first = wait_for("the token file", lambda: os.path.exists(token_path) and open(token_path).read())
         check("dev writes the token file", first.count(".") == 2)
 

@@ -646,7 +646,7 @@ for c in "${CASES[@]}"; do
 done
 check "kubernetes-validate --strict -k 1.33.0: manifests/install.yaml" validate manifests/install.yaml 1.33.0
 check "kubernetes-validate --strict -k 1.28.0: manifests/install.yaml" validate manifests/install.yaml 1.28.0
-for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml; do
+for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml; do
   check "kubernetes-validate --strict -k 1.33.0: $f" validate "$f" 1.33.0
 done
 # The examples' workloads reach the entry they are written for, with the chart's defaults (1.33)
@@ -690,7 +690,7 @@ for doc in tokens:
         print(f"M2MToken/{doc['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
 sys.exit(1 if failed else 0)
 PYEOF
-for f in manifests/examples/m2mtoken.yaml manifests/examples/serviceaccount-opt-in.yaml; do
+for f in manifests/examples/m2mtoken.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml; do
   check "$f: its M2MToken matches the CRD schema" "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" "$f"
 done
 

@@ -229,3 +229,44 @@ impl M2MToken {
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     serde_saphyr::to_string(&M2MToken::crd())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_federated_example_reads_and_the_crd_carries_both_rules() {
+        let example = include_str!("../manifests/examples/m2mtoken-federated.yaml");
+        let token: M2MToken = example
+            .split("\n---\n")
+            .find(|doc| doc.contains("kind: M2MToken"))
+            .map(|doc| serde_saphyr::from_str(doc).expect("the example is an M2MToken"))
+            .unwrap();
+        let auth = &token.spec.client_auth;
+        assert_eq!(auth.method, ClientAuthMethod::FederatedOidc);
+        assert_eq!(auth.secret_ref, None);
+        assert_eq!(
+            auth.service_account.as_ref().unwrap().expiration_seconds,
+            600
+        );
+
+        let crd = serde_json::to_value(M2MToken::crd()).unwrap();
+        let client_auth = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["clientAuth"];
+        let rules = client_auth["x-kubernetes-validations"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert!(
+            rules
+                .iter()
+                .all(|r| r["rule"].as_str().unwrap().contains("federated_oidc"))
+        );
+        let required = client_auth["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !required.contains(&serde_json::json!("secretRef")),
+            "{required:?}"
+        );
+    }
+}

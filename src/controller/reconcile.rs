@@ -678,3 +678,58 @@ pub fn error_policy(token: Arc<M2MToken>, error: &Error, ctx: Arc<Context>) -> A
     tracing::warn!(m2mtoken = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ServiceAccountAssertion;
+
+    fn auth(method: ClientAuthMethod, secret: bool, federated: bool) -> ClientAuth {
+        ClientAuth {
+            method,
+            secret_ref: secret.then(|| SecretKeyRef {
+                name: "creds".into(),
+                key: "k".into(),
+            }),
+            federated_credential_name: federated.then(|| "k8s".into()),
+            service_account: federated.then(|| ServiceAccountAssertion {
+                name: "sa".into(),
+                audience: "idaas".into(),
+                expiration_seconds: 600,
+            }),
+        }
+    }
+
+    /// The same shapes the CRD's two CEL rules allow and refuse, for API servers that do not
+    /// enforce them.
+    #[test]
+    fn each_method_takes_exactly_its_fields() {
+        use ClientAuthMethod::*;
+        assert!(matches!(
+            client_auth_shape(&auth(FederatedOidc, false, true)),
+            Ok(AuthShape::Federated(Credential::FederatedOidc { credential_name, .. })) if credential_name == "k8s"
+        ));
+        for method in [ClientSecretPost, ClientSecretBasic, PrivateKeyJwt] {
+            assert!(matches!(
+                client_auth_shape(&auth(method, true, false)),
+                Ok(AuthShape::Secret(r)) if r.name == "creds"
+            ));
+            let why = client_auth_shape(&auth(method, false, false))
+                .err()
+                .unwrap();
+            assert!(why.contains("secretRef is required"), "{why}");
+        }
+        let why = client_auth_shape(&auth(FederatedOidc, true, true))
+            .err()
+            .unwrap();
+        assert!(why.contains("not allowed with federated_oidc"), "{why}");
+        let mut no_sa = auth(FederatedOidc, false, true);
+        no_sa.service_account = None;
+        let why = client_auth_shape(&no_sa).err().unwrap();
+        assert!(why.contains("serviceAccount"), "{why}");
+        let mut no_name = auth(FederatedOidc, false, true);
+        no_name.federated_credential_name = Some(" ".into());
+        let why = client_auth_shape(&no_name).err().unwrap();
+        assert!(why.contains("federatedCredentialName"), "{why}");
+    }
+}

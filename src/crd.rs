@@ -116,7 +116,7 @@ fn default_max_token_age() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.method) && self.method == 'federated_oidc') ? !has(self.secretRef) : has(self.secretRef)").message("secretRef is required with client_secret_post, client_secret_basic and private_key_jwt, and not allowed with federated_oidc (no secret at all)"))]
-#[x_kube(validation = Rule::new("(has(self.method) && self.method == 'federated_oidc') == (has(self.federatedCredentialName) && has(self.serviceAccount))").message("federated_oidc needs federatedCredentialName and serviceAccount, and only federated_oidc takes them"))]
+#[x_kube(validation = Rule::new("(has(self.method) && self.method == 'federated_oidc') ? (has(self.federatedCredentialName) && has(self.serviceAccount)) : (!has(self.federatedCredentialName) && !has(self.serviceAccount))").message("federated_oidc needs federatedCredentialName and serviceAccount, and only federated_oidc takes them"))]
 pub struct ClientAuth {
     /// `client_secret_post` (the default, as in the IDaaS curl example), `client_secret_basic`,
     /// `private_key_jwt` (RFC 7523, signed with a PEM private key), or `federated_oidc` (an IDaaS

@@ -309,6 +309,9 @@ fn client_auth_shape(auth: &ClientAuth) -> Result<AuthShape<'_>, String> {
                 assertion: Assertion::Token(SecretString::from(String::new())),
             }))
         }
+        (_, _) if auth.federated_credential_name.is_some() || auth.service_account.is_some() => {
+            Err("spec.clientAuth.federatedCredentialName and serviceAccount are taken by federated_oidc only".to_owned())
+        }
         (_, Some(secret_ref)) => Ok(AuthShape::Secret(secret_ref)),
         (_, None) => Err("spec.clientAuth.secretRef is required with this method".to_owned()),
     }
@@ -484,6 +487,8 @@ impl<'a> Run<'a> {
     /// Fetches and checks a token, within the bound on concurrent calls to IDaaS.
     async fn fetch(&self, fetch: &Fetch<'_>) -> Result<FetchedToken, RefreshError> {
         let spec = &self.token.spec;
+        // One permit covers the whole refresh, the TokenRequest included.
+        let _permit = self.ctx.refreshes.acquire().await;
         let credential = match (&fetch.inputs.credential, &spec.client_auth.service_account) {
             (
                 Credential::FederatedOidc {
@@ -512,7 +517,6 @@ impl<'a> Run<'a> {
             credential,
             max_token_age: Duration::from_secs(fetch.inputs.max_age as u64),
         };
-        let _permit = self.ctx.refreshes.acquire().await;
         let started = std::time::Instant::now();
         let result = self.ctx.idaas.fetch_token(&request, (self.ctx.now)()).await;
         self.ctx
@@ -719,6 +723,10 @@ mod tests {
                 .unwrap();
             assert!(why.contains("secretRef is required"), "{why}");
         }
+        let why = client_auth_shape(&auth(ClientSecretPost, true, true))
+            .err()
+            .unwrap();
+        assert!(why.contains("federated_oidc only"), "{why}");
         let why = client_auth_shape(&auth(FederatedOidc, true, true))
             .err()
             .unwrap();

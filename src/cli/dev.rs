@@ -160,22 +160,8 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     ));
     let token_file = dir.join("token");
     let assertion_file = dir.join("serviceaccount-token");
-    let credential = match cluster {
-        Some(cluster) => {
-            keep_service_account_token(cluster, &assertion_file, stop.clone())?;
-            Credential::FederatedOidc {
-                credential_name: DEV_FEDERATED_CREDENTIAL.to_owned(),
-                assertion: Assertion::File(assertion_file.clone()),
-            }
-        }
-        None => Credential::ClientSecretPost {
-            client_secret: SecretString::from(client_secret),
-        },
-    };
-    let auth = match args.auth {
-        DevAuth::ClientSecret => "client_secret_post",
-        DevAuth::FederatedOidc => "federated_oidc",
-    };
+    let (credential, auth) =
+        projector_credential(cluster, client_secret, &assertion_file, stop.clone())?;
     let projector = start_projector(&idaas, credential, &token_file, stop.clone())?;
     let mut info = json!({
         "issuer": idaas.issuer(),
@@ -367,6 +353,33 @@ fn start_projector(
     Ok(tokio::spawn(async move {
         keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await
     }))
+}
+
+/// How the projector authenticates, and its name for dev.json: with a cluster issuer, its
+/// ServiceAccount token (kept fresh in `assertion_file`); else the client secret.
+fn projector_credential(
+    cluster: Option<OidcIssuer>,
+    client_secret: String,
+    assertion_file: &Path,
+    stop: Stop,
+) -> Result<(Credential, &'static str), CommandError> {
+    Ok(match cluster {
+        Some(cluster) => {
+            keep_service_account_token(cluster, assertion_file, stop)?;
+            let credential = Credential::FederatedOidc {
+                credential_name: DEV_FEDERATED_CREDENTIAL.to_owned(),
+                assertion: Assertion::File(assertion_file.to_owned()),
+            };
+            (credential, "federated_oidc")
+        }
+        None => {
+            let client_secret = SecretString::from(client_secret);
+            (
+                Credential::ClientSecretPost { client_secret },
+                "client_secret_post",
+            )
+        }
+    })
 }
 
 /// Plays the kubelet for a projected ServiceAccount token: writes a token of the dev

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use idaas_projector::emulator::idaas::{
-    EmulatorConfig, FederatedCredential, IdaasEmulator, OidcIssuer,
-};
+use idaas_projector::emulator::idaas::{EmulatorConfig, IdaasEmulator, OidcIssuer};
 use idaas_projector::idaas::{
     Assertion, Credential, FetchError, IdaasClient, RefreshError, TokenRequest,
 };
@@ -25,13 +23,7 @@ async fn emulator(trusted: &OidcIssuer) -> IdaasEmulator {
     IdaasEmulator::start(EmulatorConfig {
         client_id: "app_federated".into(),
         audience: "api://payments".into(),
-        federated_credentials: vec![FederatedCredential {
-            name: CREDENTIAL.into(),
-            issuer: trusted.issuer().to_owned(),
-            jwks: trusted.jwks(),
-            audience: AUDIENCE.into(),
-            subject: SUBJECT.into(),
-        }],
+        federated_credentials: vec![trusted.trusted_as(CREDENTIAL, AUDIENCE, SUBJECT)],
         ..EmulatorConfig::default()
     })
     .await

@@ -15,9 +15,7 @@ use idaas_projector::controller::reconcile::{Context, reconcile};
 use idaas_projector::crd::{
     ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef, ServiceAccountAssertion,
 };
-use idaas_projector::emulator::idaas::{
-    EmulatorConfig, Fault, FederatedCredential, IdaasEmulator, OidcIssuer,
-};
+use idaas_projector::emulator::idaas::{EmulatorConfig, Fault, IdaasEmulator, OidcIssuer};
 use idaas_projector::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, HttpConfig, IdaasClient};
 use idaas_projector::metrics::{Metrics, refresh_reason_label};
 use idaas_projector::testing::{self, install_provider, reconcile_context};
@@ -1083,13 +1081,7 @@ async fn federated_emulator(cluster: &OidcIssuer) -> IdaasEmulator {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
         audience: AUDIENCE.into(),
-        federated_credentials: vec![FederatedCredential {
-            name: "k8s-payments".into(),
-            issuer: cluster.issuer().to_owned(),
-            jwks: cluster.jwks(),
-            audience: SA_AUDIENCE.into(),
-            subject: SA_SUBJECT.into(),
-        }],
+        federated_credentials: vec![cluster.trusted_as("k8s-payments", SA_AUDIENCE, SA_SUBJECT)],
         ..EmulatorConfig::default()
     })
     .await

@@ -19,7 +19,7 @@ use idaas_projector::crd::{
     ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef, ServiceAccountAssertion,
 };
 use idaas_projector::emulator::idaas::{
-    EmulatorConfig, Fault, FederatedCredential, IdaasEmulator, OidcIssuer, generate_client_key,
+    EmulatorConfig, Fault, IdaasEmulator, OidcIssuer, generate_client_key,
 };
 use idaas_projector::idaas::IdaasClient;
 use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
@@ -108,13 +108,7 @@ fn nothing_secret_reaches_the_log_at_trace() {
             scopes_granted: vec![".all".into()],
             token_lifetime: Duration::from_secs(3600),
             client_public_key_pem: Some(public_pem.clone()),
-            federated_credentials: vec![FederatedCredential {
-                name: "k8s".into(),
-                issuer: cluster.issuer().to_owned(),
-                jwks: cluster.jwks(),
-                audience: "idaas".into(),
-                subject: "system:serviceaccount:shop:payments".into(),
-            }],
+            federated_credentials: vec![cluster.trusted_as("k8s", "idaas", "system:serviceaccount:shop:payments")],
         })
         .await
         .unwrap();

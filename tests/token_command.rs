@@ -169,19 +169,17 @@ async fn failures_exit_one_and_bad_usage_exits_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_oidc_sends_the_assertion_file_and_no_secret() {
-    use idaas_projector::emulator::idaas::{FederatedCredential, OidcIssuer};
+    use idaas_projector::emulator::idaas::OidcIssuer;
     let cluster = OidcIssuer::new("https://oidc.example.com/c1");
     let emu = IdaasEmulator::start(EmulatorConfig {
         client_id: "app_cli".into(),
         client_secret: SECRET.into(),
         audience: "api://cli".into(),
-        federated_credentials: vec![FederatedCredential {
-            name: "k8s".into(),
-            issuer: cluster.issuer().to_owned(),
-            jwks: cluster.jwks(),
-            audience: "idaas".into(),
-            subject: "system:serviceaccount:shop:cli".into(),
-        }],
+        federated_credentials: vec![cluster.trusted_as(
+            "k8s",
+            "idaas",
+            "system:serviceaccount:shop:cli",
+        )],
         ..EmulatorConfig::default()
     })
     .await

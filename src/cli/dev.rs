@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::{CommandError, parse_duration};
 use crate::admin::{self, Readiness};
 use crate::controller::schedule::Backoff;
-use crate::emulator::idaas::{EmulatorConfig, FederatedCredential, IdaasEmulator, OidcIssuer};
+use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator, OidcIssuer};
 use crate::emulator::sts::{StsConfig, StsEmulator};
 use crate::idaas::{AllowedOrigins, Assertion, Credential, HttpConfig, IdaasClient, TokenRequest};
 use crate::metrics::Metrics;
@@ -222,12 +222,12 @@ async fn start_emulators(
 ) -> Result<(IdaasEmulator, StsEmulator), CommandError> {
     // With a cluster issuer, the application trusts its ServiceAccount tokens.
     let federated_credentials = cluster
-        .map(|c| FederatedCredential {
-            name: DEV_FEDERATED_CREDENTIAL.to_owned(),
-            issuer: c.issuer().to_owned(),
-            jwks: c.jwks(),
-            audience: DEV_FEDERATION_AUDIENCE.to_owned(),
-            subject: DEV_SERVICE_ACCOUNT.to_owned(),
+        .map(|c| {
+            c.trusted_as(
+                DEV_FEDERATED_CREDENTIAL,
+                DEV_FEDERATION_AUDIENCE,
+                DEV_SERVICE_ACCOUNT,
+            )
         })
         .into_iter()
         .collect();

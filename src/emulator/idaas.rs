@@ -394,6 +394,18 @@ impl OidcIssuer {
         }
     }
 
+    /// An application federated credential named `name` that trusts this issuer's tokens for
+    /// `audience` and `subject` (the emulator's side of the trust).
+    pub fn trusted_as(&self, name: &str, audience: &str, subject: &str) -> FederatedCredential {
+        FederatedCredential {
+            name: name.to_owned(),
+            issuer: self.issuer.clone(),
+            jwks: self.jwks(),
+            audience: audience.to_owned(),
+            subject: subject.to_owned(),
+        }
+    }
+
     /// Signs `claims` (RS256, with the key's `kid`) as they are.
     pub fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::RS256);

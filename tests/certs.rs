@@ -12,7 +12,7 @@ use common::mock_api::{self, MockApi};
 use http::{Method, StatusCode};
 use idaas_projector::admin::Readiness;
 use idaas_projector::metrics::Metrics;
-use idaas_projector::testing::{install_provider, not_found};
+use idaas_projector::testing::{api_failure, install_provider, not_found};
 use idaas_projector::webhook::certs::{self, CertManager, Settings};
 use idaas_projector::webhook::tls::CertStore;
 use serde_json::{Value, json};
@@ -265,7 +265,8 @@ async fn losing_the_create_race_takes_the_other_replicas_secret() {
     let task = tokio::spawn(async move { m.sync_once().await });
     api.expect(Method::GET, SECRET_PATH, StatusCode::NOT_FOUND, not_found())
         .await;
-    api.expect(Method::POST, SECRETS_PATH, StatusCode::CONFLICT, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409})).await;
+    let (code, exists) = api_failure(409, "AlreadyExists", "");
+    api.expect(Method::POST, SECRETS_PATH, code, exists).await;
     api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret)
         .await;
     api.expect(

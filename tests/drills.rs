@@ -317,10 +317,7 @@ impl FakeApi {
             {
                 let mut held = self.secret.lock().unwrap();
                 if held.is_some() {
-                    return (
-                        StatusCode::CONFLICT,
-                        json!({"kind": "Status", "code": 409, "reason": "AlreadyExists"}),
-                    );
+                    return testing::api_failure(409, "AlreadyExists", "");
                 }
                 let mut stored = sent;
                 stored["metadata"]["resourceVersion"] = json!("1");
@@ -333,10 +330,7 @@ impl FakeApi {
                     .as_ref()
                     .map(|s| s["metadata"]["resourceVersion"].clone());
                 if version.as_ref() != Some(&sent["metadata"]["resourceVersion"]) {
-                    return (
-                        StatusCode::CONFLICT,
-                        json!({"kind": "Status", "code": 409, "reason": "Conflict"}),
-                    );
+                    return testing::api_failure(409, "Conflict", "");
                 }
                 let next = version
                     .and_then(|v| v.as_str()?.parse::<u64>().ok())

@@ -184,9 +184,7 @@ const CLIENT_SECRET: &str = "leader-secret-value";
 
 /// The API server's failure answer.
 fn failure(code: u16, reason: &str) -> (StatusCode, Value) {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": reason, "reason": reason, "code": code});
-    (StatusCode::from_u16(code).unwrap(), body)
+    testing::api_failure(code, reason, reason)
 }
 
 /// The Lease as the fake API server keeps it: its spec, and the field manager owning each field.

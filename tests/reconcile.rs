@@ -118,11 +118,7 @@ fn conflict(reason: &str) -> (StatusCode, Value) {
             "Operation cannot be fulfilled on secrets \"{NAME}\": the object has been modified; please apply your changes to the latest version and try again"
         ),
     };
-    (
-        StatusCode::CONFLICT,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-            "message": message, "code": 409}),
-    )
+    testing::api_failure(409, reason, &message)
 }
 
 fn not_found(name: &str) -> (StatusCode, Value) {
@@ -1215,22 +1211,23 @@ async fn federated_failure(
 async fn federated_oidc_failures_each_have_their_reason() {
     let cluster = OidcIssuer::new(CLUSTER_ISSUER);
     let emu = federated_emulator(&cluster).await;
-    let status = |code: u16, reason: &str| {
-        (
-            StatusCode::from_u16(code).unwrap(),
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-                   "message": reason, "code": code}),
-        )
-    };
-    let (reason, message) =
-        federated_failure(&emu, status(404, "NotFound"), Duration::from_secs(2)).await;
+    let (reason, message) = federated_failure(
+        &emu,
+        testing::api_failure(404, "NotFound", "NotFound"),
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(reason, "ServiceAccountNotFound");
     assert!(
         message.contains("ServiceAccount \"payments\" not found"),
         "{message}"
     );
-    let (reason, message) =
-        federated_failure(&emu, status(403, "Forbidden"), Duration::from_secs(2)).await;
+    let (reason, message) = federated_failure(
+        &emu,
+        testing::api_failure(403, "Forbidden", "Forbidden"),
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(reason, "TokenRequestForbidden");
     assert!(message.contains("serviceaccounts/token"), "{message}");
     // A token for another ServiceAccount: IDaaS refuses the client (permanent: retried slowly).

@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use common::mock_api;
 use idaas_projector::crd::M2MToken;
 use idaas_projector::metrics::Metrics;
-use idaas_projector::testing::{FakeRequest, fake_kube_requests, not_found};
+use idaas_projector::testing::{FakeRequest, api_failure, fake_kube_requests, not_found};
 use idaas_projector::webhook::cache::{AccountMeta, CachedResolver, MAX_FETCHES};
 use idaas_projector::webhook::mutate::AccountLookup;
 use idaas_projector::webhook::review::Resolver;
@@ -59,9 +59,8 @@ fn unavailable(lookup: AccountLookup) -> String {
 #[tokio::test]
 async fn forbidden_names_the_permission_to_grant() {
     let metrics = Arc::new(Metrics::new());
-    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "reason": "Forbidden", "code": 403, "message": "forbidden"});
-    let (client, paths) = answering(StatusCode::FORBIDDEN, status);
+    let (code, status) = api_failure(403, "Forbidden", "forbidden");
+    let (client, paths) = answering(code, status);
     let r = resolver(client, metrics.clone()).await;
     let why = unavailable(r.fetch_service_account("shop", "payments").await);
     assert!(why.contains("403 Forbidden"), "{why}");
@@ -80,9 +79,8 @@ async fn forbidden_names_the_permission_to_grant() {
 #[tokio::test]
 async fn a_server_error_is_a_retry() {
     let metrics = Arc::new(Metrics::new());
-    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "reason": "InternalError", "code": 500, "message": "etcd is sad"});
-    let (client, _) = answering(StatusCode::INTERNAL_SERVER_ERROR, status);
+    let (code, status) = api_failure(500, "InternalError", "etcd is sad");
+    let (client, _) = answering(code, status);
     let r = resolver(client, metrics.clone()).await;
     let why = unavailable(r.fetch_service_account("shop", "payments").await);
     assert!(

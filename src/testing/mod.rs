@@ -158,7 +158,18 @@ pub fn pod_review(uid: &str, pod: Value) -> Value {
 
 /// The API server's answer (with 404) to a request for an object that does not exist.
 pub fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+    api_failure(404, "NotFound", "").1
+}
+
+/// The API server's failure answer: the HTTP status and a `Status` with this code, reason and
+/// (when not empty) message.
+pub fn api_failure(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
+    let mut status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code});
+    if !message.is_empty() {
+        status["message"] = json!(message);
+    }
+    let http = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (http, status)
 }
 
 /// The reconciler's context over `client`: at most `max_concurrent_refreshes` calls to IDaaS at

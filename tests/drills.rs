@@ -26,7 +26,7 @@ use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::controller::schedule::Backoff;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::emulator::idaas::{Fault, IdaasEmulator};
-use idaas_projector::idaas::{Credential, HttpConfig, IdaasClient, TokenRequest, jwt};
+use idaas_projector::idaas::{Credential, HttpConfig, IdaasClient, jwt};
 use idaas_projector::testing::{self, fake_kube, install_provider, not_found, reconcile_context};
 use idaas_projector::time::unix_now;
 use secrecy::SecretString;
@@ -239,18 +239,9 @@ async fn token_file_survives_an_idaas_fault_sequence() {
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("token");
-    let req = TokenRequest {
-        issuer: emu.issuer(),
-        token_endpoint: None,
-        jwks_uri: None,
-        audience: AUDIENCE.into(),
-        scopes: vec![".all".into()],
-        client_id: CLIENT_ID.into(),
-        credential: Credential::ClientSecretPost {
-            client_secret: SecretString::from(CLIENT_SECRET),
-        },
-        max_token_age: Duration::from_secs(12 * 3600),
-    };
+    let req = emu.token_request(Credential::ClientSecretPost {
+        client_secret: SecretString::from(CLIENT_SECRET),
+    });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let client = idaas_client(&emu);
     let projector = {

@@ -58,16 +58,7 @@ fn post(emu: &IdaasEmulator) -> TokenRequest {
 }
 
 fn request(emu: &IdaasEmulator, credential: Credential) -> TokenRequest {
-    TokenRequest {
-        issuer: emu.issuer(),
-        token_endpoint: None,
-        jwks_uri: None,
-        audience: emu.config().audience.clone(),
-        scopes: vec![".all".into()],
-        client_id: emu.config().client_id.clone(),
-        credential,
-        max_token_age: Duration::from_secs(12 * 3600),
-    }
+    emu.token_request(credential)
 }
 
 fn fetch_error(r: Result<FetchedToken, RefreshError>) -> FetchError {

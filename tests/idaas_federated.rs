@@ -31,19 +31,10 @@ async fn emulator(trusted: &OidcIssuer) -> IdaasEmulator {
 }
 
 fn request(emu: &IdaasEmulator, credential_name: &str, assertion: String) -> TokenRequest {
-    TokenRequest {
-        issuer: emu.issuer(),
-        token_endpoint: None,
-        jwks_uri: None,
-        audience: emu.config().audience.clone(),
-        scopes: vec![".all".into()],
-        client_id: emu.config().client_id.clone(),
-        credential: Credential::FederatedOidc {
-            credential_name: credential_name.into(),
-            assertion: Assertion::Token(assertion.into()),
-        },
-        max_token_age: Duration::from_secs(12 * 3600),
-    }
+    emu.token_request(Credential::FederatedOidc {
+        credential_name: credential_name.into(),
+        assertion: Assertion::Token(assertion.into()),
+    })
 }
 
 /// The OAuth error IDaaS answered (the reason), and the message that carries its description.

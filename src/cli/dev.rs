@@ -21,7 +21,7 @@ use crate::admin::{self, Readiness};
 use crate::controller::schedule::Backoff;
 use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator, OidcIssuer};
 use crate::emulator::sts::{StsConfig, StsEmulator};
-use crate::idaas::{AllowedOrigins, Assertion, Credential, HttpConfig, IdaasClient, TokenRequest};
+use crate::idaas::{AllowedOrigins, Assertion, Credential, HttpConfig, IdaasClient};
 use crate::metrics::Metrics;
 use crate::time::{format_duration, unix_now};
 use crate::token_file::{keep_fresh, write_atomically};
@@ -339,16 +339,7 @@ fn start_projector(
         ..HttpConfig::default()
     };
     let client = IdaasClient::new(&config).map_err(|x| err("IDaaS client", x))?;
-    let request = TokenRequest {
-        issuer: idaas.issuer(),
-        token_endpoint: None,
-        jwks_uri: None,
-        audience: AUDIENCE.to_owned(),
-        scopes: vec![".all".to_owned()],
-        client_id: CLIENT_ID.to_owned(),
-        credential,
-        max_token_age: Duration::from_secs(12 * 3600),
-    };
+    let request = idaas.token_request(credential);
     let file = token_file.to_owned();
     Ok(tokio::spawn(async move {
         keep_fresh(&client, &request, &file, Backoff::DEFAULT, stop).await

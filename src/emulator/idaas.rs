@@ -269,6 +269,25 @@ impl IdaasEmulator {
         self.shared.jwks_uri.clone()
     }
 
+    /// A request for a token of its application (every scope, a 12h maximum token age),
+    /// authenticated with `credential`.
+    pub fn token_request(
+        &self,
+        credential: crate::idaas::Credential,
+    ) -> crate::idaas::TokenRequest {
+        let config = &self.shared.config;
+        crate::idaas::TokenRequest {
+            issuer: self.issuer(),
+            token_endpoint: None,
+            jwks_uri: None,
+            audience: config.audience.clone(),
+            scopes: vec![".all".to_owned()],
+            client_id: config.client_id.clone(),
+            credential,
+            max_token_age: Duration::from_secs(12 * 3600),
+        }
+    }
+
     /// The configuration it started with (the token lifetime may have changed since).
     pub fn config(&self) -> &EmulatorConfig {
         &self.shared.config

@@ -44,8 +44,8 @@ use base64::Engine as _;
 use idaas_projector::testing::{FixedResolver, review_now};
 use idaas_projector::webhook::annotations as crate_annotations;
 use idaas_projector::webhook::mutate::{
-    self as crate_mutate, AccountAnnotations, AccountLookup, MutateConfig, Mutation, Scope,
-    TokenDefaults, TokenLookup, mutate,
+    self as crate_mutate, AccountAnnotations, AccountLookup, MutateConfig, Mutation, PodState,
+    Scope, TokenDefaults, TokenLookup, mutate,
 };
 use idaas_projector::webhook::review::Via;
 use proptest::collection::{btree_map, vec};
@@ -2560,6 +2560,78 @@ fn idempotent(r: &Ran<'_>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The sweep's classification agrees with the answer: a pod as the webhook patched it (its
+/// name then generated from `generateName`, the configured init image since changed by an
+/// upgrade) is current; the pod as submitted is not injected when it opts in; a skipped pod
+/// does not opt in.
+fn classified_as_the_webhook_decided(r: &Ran<'_>) -> Result<(), TestCaseError> {
+    let case = r.case;
+    let scope = Scope {
+        namespace: case.namespace.as_deref(),
+        namespace_enabled: case.namespace_enabled,
+        service_account: &case.account,
+    };
+    let classify = |pod: &Value, config: &MutateConfig| {
+        crate_mutate::classify(pod.clone(), &scope, config, |_| case.lookup.clone())
+    };
+    let before = classify(&case.pod, &case.config);
+    match (&r.answer, &r.out) {
+        (Ok(Mutation::Skipped), _) => {
+            prop_assert_eq!(before.state, PodState::NotOptedIn);
+        }
+        (Ok(Mutation::Injected { .. }), Some((out, _))) => {
+            let mut running = out.clone();
+            if let Some(prefix) = running
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                && running.pointer("/metadata/name").is_none()
+            {
+                running["metadata"]["name"] = json!(format!("{prefix}x7k2p"));
+            }
+            // A copied pod that arrived with a wait container of another image keeps it, and
+            // is recognised by the configured image only.
+            let copied = case
+                .pod
+                .pointer("/spec/initContainers")
+                .is_some_and(|list| {
+                    list.as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|c| c["name"] == crate_mutate::INIT_CONTAINER_NAME)
+                    })
+                });
+            let upgraded = MutateConfig {
+                init_image: "registry.example/idaas-projector:next".into(),
+                ..case.config.clone()
+            };
+            let upgraded = if copied { &case.config } else { &upgraded };
+            let after = classify(&running, upgraded);
+            prop_assert_eq!(
+                after.state,
+                PodState::Current,
+                "{:?}\non {}",
+                after,
+                running
+            );
+            if case
+                .pod
+                .pointer("/metadata/annotations/idaas-projector.io~1injected")
+                .is_none()
+            {
+                prop_assert_eq!(before.state, PodState::NotInjected);
+            }
+        }
+        (Err(denial), _) => {
+            prop_assert_ne!(before.state, PodState::Current);
+            prop_assert_ne!(before.state, PodState::NotOptedIn, "denied: {}", denial);
+            prop_assert_eq!(before.refusal.as_deref(), Some(denial.0.as_str()));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn expected_injection<'a>(r: &'a Ran<'_>) -> Result<&'a Expected, TestCaseError> {
     match &r.outcome {
         Outcome::Inject(expected) => Ok(expected),
@@ -2926,6 +2998,7 @@ proptest! {
         let r = ran(&case)?;
         never_panics(&r, &uid, operation)?;
         idempotent(&r)?;
+        classified_as_the_webhook_decided(&r)?;
         decision_follows_contract(&r)?;
     }
 

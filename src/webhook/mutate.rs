@@ -475,22 +475,43 @@ impl Wanted<'_> {
     }
 }
 
-/// Decides what to do with one pod.
-///
-/// `scope` holds the request's namespace and, in a labelled namespace, the pod's
-/// ServiceAccount; `lookup` resolves the M2MToken the pod names.
-pub fn mutate(
-    pod: &Value,
-    scope: &Scope<'_>,
+/// What the webhook resolved for a pod that opts in, before any patch is built.
+struct Plan<'a> {
+    meta: PodMeta<'a>,
+    wanted: Wanted<'a>,
+    spec: &'a Object,
+    regular: Vec<ContainerRef<'a>>,
+    init: Vec<ContainerRef<'a>>,
+    injection: Injection,
+    /// Some container (regular or the user's init containers) reads the token.
+    any_selected: bool,
+    /// The pod asked for an init container (before Windows or the selection removed it).
+    requested_wait: bool,
+    /// The M2MToken was looked up and is not there.
+    not_found: bool,
+}
+
+impl<'a> Plan<'a> {
+    /// The user's own init containers (not the injected one).
+    fn user_init(&self) -> impl Iterator<Item = &ContainerRef<'a>> {
+        self.init.iter().filter(|c| c.name != INIT_CONTAINER_NAME)
+    }
+}
+
+/// The opt-in rule and every setting resolved: `Ok(None)` when the pod is not injected (opted
+/// out, or not opted in).
+fn plan<'a>(
+    pod: &'a Value,
+    scope: &Scope<'a>,
     config: &MutateConfig,
     lookup: impl FnOnce(&str) -> TokenLookup,
-) -> Result<Mutation, Denial> {
+) -> Result<Option<Plan<'a>>, Denial> {
     let meta = pod_metadata(pod)?;
     if opted_out(meta.labels) {
-        return Ok(Mutation::Skipped);
+        return Ok(None);
     }
     let Some(wanted) = wanted(meta.annotations, scope)? else {
-        return Ok(Mutation::Skipped);
+        return Ok(None);
     };
     let spec = pod
         .get("spec")
@@ -515,28 +536,63 @@ pub fn mutate(
         // No container reads the token: holding the pod for it would only delay it.
         injection.token_wait = None;
     }
-    let mut warnings = warnings(&wanted, &injection, any_selected, not_found, requested_wait);
-    warnings.extend(label_warnings(meta.labels, scope));
-    let already_injected = meta
+    Ok(Some(Plan {
+        meta,
+        wanted,
+        spec,
+        regular,
+        init,
+        injection,
+        any_selected,
+        requested_wait,
+        not_found,
+    }))
+}
+
+/// Decides what to do with one pod.
+///
+/// `scope` holds the request's namespace and, in a labelled namespace, the pod's
+/// ServiceAccount; `lookup` resolves the M2MToken the pod names.
+pub fn mutate(
+    pod: &Value,
+    scope: &Scope<'_>,
+    config: &MutateConfig,
+    lookup: impl FnOnce(&str) -> TokenLookup,
+) -> Result<Mutation, Denial> {
+    let Some(plan) = plan(pod, scope, config, lookup)? else {
+        return Ok(Mutation::Skipped);
+    };
+    let injection = &plan.injection;
+    let mut warnings = warnings(
+        &plan.wanted,
+        injection,
+        plan.any_selected,
+        plan.not_found,
+        plan.requested_wait,
+    );
+    warnings.extend(label_warnings(plan.meta.labels, scope));
+    let already_injected = plan
+        .meta
         .annotations
         .is_some_and(|a| a.contains_key(annotations::INJECTED));
-    check_container_names(already_injected, &regular, &init, &injection)?;
+    check_container_names(already_injected, &plan.regular, &plan.init, injection)?;
 
-    let mut ops = Vec::with_capacity(8 + 2 * regular.len() + 2 * init.len());
-    ops.extend(injected_annotation_op(&meta, injection.hash()));
-    ops.extend(volume_op(spec, already_injected, &injection)?);
+    let mut ops = Vec::with_capacity(8 + 2 * plan.regular.len() + 2 * plan.init.len());
+    ops.extend(injected_annotation_op(&plan.meta, injection.hash()));
+    ops.extend(volume_op(plan.spec, already_injected, injection)?);
     // Mounts and environment of every selected container.
     let vars = injection.env();
-    for c in regular.iter().chain(user_init()) {
+    let selection = &plan.wanted.pod_only.selection;
+    for c in plan.regular.iter().chain(plan.user_init()) {
         if selection.selects(c.name) {
-            container_ops(c, &injection, &vars, &mut ops, &mut warnings)?;
+            container_ops(c, injection, &vars, &mut ops, &mut warnings)?;
         }
     }
     // The init container goes first; inserting at index 0 shifts the others, so it comes last.
     if let Some(init_container) = injection.init_container()
-        && !init.iter().any(|c| c.name == INIT_CONTAINER_NAME)
+        && !plan.init.iter().any(|c| c.name == INIT_CONTAINER_NAME)
     {
-        ops.push(match spec.get("initContainers") {
+        ops.push(match plan.spec.get("initContainers") {
             Some(Value::Array(_)) => add(ptr(&["spec", "initContainers", "0"]), init_container),
             _ => add(ptr(&["spec", "initContainers"]), json!([init_container])),
         });
@@ -1056,6 +1112,137 @@ fn container_ops(
     Ok(())
 }
 
+/// Whether a running pod carries what the webhook would inject now: what the projector's sweep
+/// and `doctor` conclude about a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PodState {
+    /// Opted out, or not opted in: nothing to look at.
+    NotOptedIn,
+    /// Injected, and the webhook would inject the same now.
+    Current,
+    /// Opts in, but carries no `idaas-projector.io/injected` annotation: the webhook never
+    /// injected it.
+    NotInjected,
+    /// Injected, but the webhook would now inject something else, or refuse the pod.
+    Stale,
+}
+
+impl PodState {
+    /// The label value of the `idaas_projector_pods` gauge, and the name `doctor` prints.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotOptedIn => "not_opted_in",
+            Self::Current => "injected",
+            Self::NotInjected => "not_injected",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// A running pod's [`PodState`], with what the webhook would do with it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub state: PodState,
+    /// The M2MToken the pod opts in to, when its annotations name one validly.
+    pub m2m_token: Option<String>,
+    /// What the webhook would inject now, unless it would refuse the pod.
+    pub expected: Option<Injection>,
+    /// Why the webhook would refuse the pod now.
+    pub refusal: Option<String>,
+}
+
+/// Classifies a pod that exists (read from the API server) by the webhook's own rules: the
+/// opt-in rule, then the hash of what [`mutate`] would inject now against the pod's
+/// `idaas-projector.io/injected` annotation.
+///
+/// Two things the webhook saw differently when the pod was admitted are restored first: a pod
+/// named from `generateName` had no name yet (its session name was derived from
+/// `generateName`); and the init container's image may be an earlier release's, so the hash
+/// made with the image the pod got also counts as current (a new image alone does not make a
+/// pod stale: its init container has already run).
+pub fn classify(
+    mut pod: Value,
+    scope: &Scope<'_>,
+    config: &MutateConfig,
+    lookup: impl Fn(&str) -> TokenLookup,
+) -> Classified {
+    as_admitted(&mut pod);
+    let injected = pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(annotations::INJECTED))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    // The image of the init container the pod got, when it has one of ours.
+    let pod_init_image = pod
+        .pointer("/spec/initContainers")
+        .and_then(|list| named(Some(list), INIT_CONTAINER_NAME))
+        .and_then(|c| c.get("image"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let not_opted_in = Classified {
+        state: PodState::NotOptedIn,
+        m2m_token: None,
+        expected: None,
+        refusal: None,
+    };
+    let meta = match pod_metadata(&pod) {
+        Ok(meta) if opted_out(meta.labels) => return not_opted_in,
+        Ok(meta) => meta,
+        Err(_) => return not_opted_in,
+    };
+    let m2m_token = match wanted(meta.annotations, scope) {
+        Ok(None) => return not_opted_in,
+        Ok(Some(wanted)) => Some(wanted.m2m_token),
+        Err(_) => None,
+    };
+    let (expected, refusal) = match plan(&pod, scope, config, &lookup) {
+        // The checks made while building the patch can refuse it too.
+        Ok(Some(plan)) => match mutate(&pod, scope, config, &lookup) {
+            Ok(_) => (Some(plan.injection), None),
+            Err(denial) => (None, Some(denial.0)),
+        },
+        Ok(None) => return not_opted_in,
+        Err(denial) => (None, Some(denial.0)),
+    };
+    let same_as = |now: &Injection, hash: &str| {
+        hash == now.hash()
+            || pod_init_image.as_ref().is_some_and(|image| {
+                let mut then = now.clone();
+                then.init_image.clone_from(image);
+                hash == then.hash()
+            })
+    };
+    let state = match (&injected, &expected) {
+        (None, _) => PodState::NotInjected,
+        (Some(hash), Some(now)) if same_as(now, hash) => PodState::Current,
+        (Some(_), _) => PodState::Stale,
+    };
+    Classified {
+        state,
+        m2m_token,
+        expected,
+        refusal,
+    }
+}
+
+/// Puts back what the webhook saw at admission: no `metadata.name` when the API server
+/// generated it from `generateName` after the webhook answered.
+fn as_admitted(pod: &mut Value) {
+    let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let generated = match (
+        meta.get("name").and_then(Value::as_str),
+        meta.get("generateName").and_then(Value::as_str),
+    ) {
+        (Some(name), Some(prefix)) => !prefix.is_empty() && name.starts_with(prefix),
+        _ => false,
+    };
+    if generated {
+        meta.remove("name");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,5 +1351,92 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    fn found(role: &str) -> TokenLookup {
+        TokenLookup::Found(TokenDefaults {
+            secret_name: "payments-token".into(),
+            role_arn: Some(role.into()),
+            oidc_provider_arn: None,
+        })
+    }
+
+    /// A pod of a Deployment as the webhook saw it (no name yet), patched, then named.
+    fn running(role: &str) -> Value {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-5d8f-", "namespace": "shop",
+                "annotations": {"idaas-projector.io/m2m-token": "payments"}},
+            "spec": {"containers": [{"name": "app", "image": "app"}]}
+        });
+        let m = mutate(&p, &Scope::pod_only(Some("shop")), &cfg(), |_| found(role)).unwrap();
+        p = apply(&p, &m);
+        p["metadata"]["name"] = json!("web-5d8f-x2x9q");
+        p
+    }
+
+    #[test]
+    fn classifies_running_pods() {
+        let scope = Scope::pod_only(Some("shop"));
+        let role = "acs:ram::1:role/payments";
+        let c = classify(running(role), &scope, &cfg(), |_| found(role));
+        assert_eq!(
+            (c.state, c.m2m_token.as_deref()),
+            (PodState::Current, Some("payments"))
+        );
+
+        // The M2MToken's role changed since the pod started.
+        let c = classify(running(role), &scope, &cfg(), |_| {
+            found("acs:ram::1:role/other")
+        });
+        assert_eq!(c.state, PodState::Stale);
+        assert_eq!(c.expected.unwrap().role_arn, "acs:ram::1:role/other");
+
+        // A new release's init image alone changes nothing.
+        let upgraded = MutateConfig {
+            init_image: "registry.example/idaas-projector:next".into(),
+            ..cfg()
+        };
+        let c = classify(running(role), &scope, &upgraded, |_| found(role));
+        assert_eq!(c.state, PodState::Current);
+
+        // Never injected: the webhook was not asked.
+        let c = classify(pod(), &scope, &cfg(), |_| TokenLookup::NotFound);
+        assert_eq!(c.state, PodState::NotInjected);
+        assert_eq!(c.refusal, None);
+
+        // Opted out, or not opted in.
+        let mut out = running(role);
+        out["metadata"]["labels"] = json!({"idaas-projector.io/injection": "disabled"});
+        assert_eq!(
+            classify(out, &scope, &cfg(), |_| found(role)).state,
+            PodState::NotOptedIn
+        );
+        let plain = json!({"metadata": {"name": "x"}, "spec": {"containers": []}});
+        assert_eq!(
+            classify(plain, &scope, &cfg(), |_| found(role)).state,
+            PodState::NotOptedIn
+        );
+    }
+
+    #[test]
+    fn classifies_pods_the_webhook_would_refuse_now() {
+        let scope = Scope::pod_only(Some("shop"));
+        let no_role = TokenLookup::Found(TokenDefaults {
+            secret_name: "payments-token".into(),
+            ..TokenDefaults::default()
+        });
+        // Injected with a role the M2MToken no longer names, and none elsewhere.
+        let c = classify(running("acs:ram::1:role/payments"), &scope, &cfg(), |_| {
+            no_role.clone()
+        });
+        assert_eq!(c.state, PodState::Stale);
+        assert!(c.refusal.unwrap().contains("role"));
+        // A bad annotation: opted in, refused, no M2MToken to count it under.
+        let bad = json!({"metadata": {"name": "x", "annotations": {
+            "idaas-projector.io/m2m-token": "Not A Name"}}, "spec": {"containers": []}});
+        let c = classify(bad, &scope, &cfg(), |_| no_role.clone());
+        assert_eq!((c.state, c.m2m_token), (PodState::NotInjected, None));
+        assert!(c.refusal.is_some());
     }
 }

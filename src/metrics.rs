@@ -180,6 +180,28 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    /// `injected`, `not_injected` or `stale` (`webhook::mutate::PodState::as_str`).
+    pub state: String,
+}
+
+/// Outcome of one sweep.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SweepResult {
+    /// Every page was read and classified.
+    success,
+    /// A list failed; counts, gauges and statuses were left as they were.
+    failure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweepLabels {
+    pub result: SweepResult,
+}
+
 /// All metrics of the process, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -209,6 +231,12 @@ pub struct Metrics {
     pub secret_writes: Counter,
     /// `idaas_projector_leader`: 1 while this replica holds the Lease and reconciles.
     pub leader: Gauge,
+    /// `idaas_projector_pods{namespace,state}`, from the last complete sweep.
+    pub pods: Family<PodLabels, Gauge>,
+    /// `idaas_projector_sweeps_total{result}`.
+    pub sweeps: Family<SweepLabels, Counter>,
+    /// `idaas_projector_sweep_duration_seconds`.
+    pub sweep_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -219,104 +247,106 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("idaas_projector");
-        let admission_requests = Family::<AdmissionLabels, Counter>::default();
-        registry.register(
+        Self {
+            registry: Registry::with_prefix("idaas_projector"),
+            admission_requests: Family::<AdmissionLabels, Counter>::default(),
+            admission_duration: Histogram::new([
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+            ]),
+            certificate_expiry: Gauge::default(),
+            certificate_reloads: Family::<ReloadLabels, Counter>::default(),
+            webhook_open_connections: Gauge::default(),
+            webhook_timeouts: Family::<TimeoutLabels, Counter>::default(),
+            account_fetches: Family::<AccountFetchLabels, Counter>::default(),
+            refreshes: Family::<RefreshLabels, Counter>::default(),
+            idaas_request_duration: Histogram::new([
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            token_expiry: Family::<TokenLabels, Gauge>::default(),
+            reconcile_errors: Family::<ErrorLabels, Counter>::default(),
+            secret_writes: Counter::default(),
+            leader: Gauge::default(),
+            pods: Family::<PodLabels, Gauge>::default(),
+            sweeps: Family::<SweepLabels, Counter>::default(),
+            sweep_duration: Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        }
+        .registered()
+    }
+
+    /// Registers every metric in the registry.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
             "admission_requests",
             "Admission requests answered, by result",
-            admission_requests.clone(),
+            self.admission_requests.clone(),
         );
-        let admission_duration = Histogram::new([
-            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
-        ]);
-        registry.register(
+        r.register(
             "admission_duration_seconds",
             "Time to answer one admission request, from the request body to the response",
-            admission_duration.clone(),
+            self.admission_duration.clone(),
         );
-        let certificate_expiry = Gauge::default();
-        registry.register(
+        r.register(
             "webhook_certificate_expiry_timestamp_seconds",
             "Expiry (not after) of the webhook's serving certificate, as a Unix timestamp",
-            certificate_expiry.clone(),
+            self.certificate_expiry.clone(),
         );
-        let certificate_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        r.register(
             "webhook_certificate_reloads",
             "Attempts to load a changed serving certificate, by result",
-            certificate_reloads.clone(),
+            self.certificate_reloads.clone(),
         );
-        let webhook_open_connections = Gauge::default();
-        registry.register(
+        r.register(
             "webhook_open_connections",
             "Connections the webhook listener holds open (at most --max-connections)",
-            webhook_open_connections.clone(),
+            self.webhook_open_connections.clone(),
         );
-        let webhook_timeouts = Family::<TimeoutLabels, Counter>::default();
-        registry.register(
+        r.register(
             "webhook_timeouts",
             "Connections closed and requests refused by the webhook's timeouts, by timeout",
-            webhook_timeouts.clone(),
+            self.webhook_timeouts.clone(),
         );
-        let account_fetches = Family::<AccountFetchLabels, Counter>::default();
-        registry.register(
-            "webhook_service_account_fetches",
-            "ServiceAccounts the webhook asked the API server for because its cache did not hold them, by result",
-            account_fetches.clone(),
-        );
-        let refreshes = Family::<RefreshLabels, Counter>::default();
-        registry.register(
+        r.register("webhook_service_account_fetches", "ServiceAccounts the webhook asked the API server for because its cache did not hold them, by result", self.account_fetches.clone());
+        r.register(
             "token_refreshes",
             "Token refreshes, by result and reason (the OAuth error or failed check)",
-            refreshes.clone(),
+            self.refreshes.clone(),
         );
-        let idaas_request_duration =
-            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
-        registry.register(
+        r.register(
             "idaas_request_duration_seconds",
             "Time to obtain and check one token from IDaaS (discovery and JWKS included)",
-            idaas_request_duration.clone(),
+            self.idaas_request_duration.clone(),
         );
-        let token_expiry = Family::<TokenLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "token_expiry_timestamp_seconds",
             "Expiry of the token each M2MToken's Secret holds, as a Unix timestamp",
-            token_expiry.clone(),
+            self.token_expiry.clone(),
         );
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        r.register(
             "reconcile_errors",
             "Reconciles that ended in an error, by kind",
-            reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        let secret_writes = Counter::default();
-        registry.register(
+        r.register(
             "secret_writes",
             "Token Secrets written (server-side apply)",
-            secret_writes.clone(),
+            self.secret_writes.clone(),
         );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the Lease (or runs without leader election) and reconciles, else 0",
-            leader.clone(),
+        r.register("leader", "1 while this replica holds the Lease (or runs without leader election) and reconciles, else 0", self.leader.clone());
+        r.register("pods", "Pods that opt in, by namespace and state (injected, not_injected, stale), as the last complete sweep found them", self.pods.clone());
+        r.register(
+            "sweeps",
+            "Sweeps of the cluster's pods, by result (success: every page was read)",
+            self.sweeps.clone(),
         );
-        Self {
-            registry,
-            leader,
-            refreshes,
-            idaas_request_duration,
-            token_expiry,
-            reconcile_errors,
-            secret_writes,
-            admission_requests,
-            admission_duration,
-            certificate_expiry,
-            certificate_reloads,
-            webhook_open_connections,
-            webhook_timeouts,
-            account_fetches,
-        }
+        r.register(
+            "sweep_duration_seconds",
+            "Time one sweep took, API calls included",
+            self.sweep_duration.clone(),
+        );
+        self
     }
 
     /// Counts one ServiceAccount fetched on a cache miss.

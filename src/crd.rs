@@ -213,6 +213,22 @@ pub struct M2MTokenStatus {
     /// The current token's `sub` claim (the client application).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The pods that opt in to this M2MToken, as the projector's last complete sweep found
+    /// them (absent until a sweep found one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodCounts>,
+}
+
+/// How many pods that opt in to an M2MToken are in each state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCounts {
+    /// Injected, and the webhook would inject the same now.
+    pub injected: u32,
+    /// Running without injection (created while the webhook did not see it).
+    pub not_injected: u32,
+    /// Injected with settings that have changed since (roll the workload).
+    pub stale: u32,
 }
 
 impl M2MToken {

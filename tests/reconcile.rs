@@ -324,6 +324,8 @@ async fn run_refresh_success_with(
     assert_eq!((s.as_str(), reason.as_str()), ("True", "Refreshed"));
     assert_eq!(status["status"]["subject"], CLIENT_ID);
     assert_eq!(status["status"]["observedGeneration"], 1);
+    // The sweep's pod counts are its own: never in the reconciler's patch.
+    assert!(status["status"].get("pods").is_none(), "{status}");
     for field in ["issuedAt", "expiresAt", "refreshAt", "lastRefreshTime"] {
         assert!(status["status"][field].is_string(), "{field}");
     }
@@ -345,7 +347,16 @@ async fn first_creation_fetches_and_writes_the_secret() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let metrics = Arc::new(Metrics::new());
     let mut h = harness(&emu.origin(), metrics.clone());
-    let action = run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), not_found(NAME)).await;
+    let mut t = m2mtoken(&emu.issuer(), "12h");
+    t.status = Some(idaas_projector::crd::M2MTokenStatus {
+        pods: Some(idaas_projector::crd::PodCounts {
+            injected: 3,
+            not_injected: 1,
+            stale: 0,
+        }),
+        ..Default::default()
+    });
+    let action = run_refresh_success(&mut h, t, not_found(NAME)).await;
     assert_eq!(emu.token_requests(), 1);
     // Next look: no later than the credentials re-check interval.
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));

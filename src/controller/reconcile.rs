@@ -634,12 +634,13 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.ctx.may_write()?;
+        // `pods` belongs to the sweep: a merge patch without it leaves it as it is.
+        let mut body = json!({ "status": new });
+        if let Some(status) = body["status"].as_object_mut() {
+            status.remove("pods");
+        }
         self.tokens
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": new })),
-            )
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(body))
             .await?;
         Ok(())
     }

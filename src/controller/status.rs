@@ -170,6 +170,7 @@ pub fn build(
             .or(current.refresh_at),
         last_refresh_time: refreshed_now.and_then(time).or(current.last_refresh_time),
         subject: subject.or(current.subject),
+        pods: current.pods,
     }
 }
 

@@ -1033,11 +1033,15 @@ async fn the_controller_reads_secrets_by_name_and_never_lists_or_watches_them() 
     let stop = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
         let _ = stop_rx.await;
     }));
+    let settings = idaas_projector::controller::Settings {
+        namespaces: Vec::new(),
+        max_concurrent_refreshes: 4,
+        recheck_interval: Duration::from_secs(60),
+        lease: None,
+        sweep: None,
+    };
     let run = tokio::spawn(idaas_projector::controller::run_controllers(
-        client,
-        ctx,
-        &[],
-        stop,
+        client, ctx, settings, stop,
     ));
     // The credentials Secret is missing: the reconcile ends in a status patch.
     for _ in 0..500 {

@@ -5,10 +5,24 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::webhook::{InjectArgs, OptInArgs};
 use super::{CommandError, HttpArgs, ServerArgs, parse_duration};
+use crate::controller::sweep::SweepSettings;
 use crate::controller::{LeaseSettings, Settings};
 use crate::idaas::{AllowedOrigins, DEFAULT_ALLOWED_ISSUERS, OriginPattern};
 use crate::process::Projector;
+use crate::webhook::mutate::MutateConfig;
+
+/// `--sweep-interval`: `0` (off), or at least 30 seconds (a sweep reads every pod).
+fn parse_sweep_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if !interval.is_zero() && interval < Duration::from_secs(30) {
+        return Err(format!(
+            "{s:?} is too short: a sweep reads every pod; use 30s or more, or 0 to turn it off"
+        ));
+    }
+    Ok(interval)
+}
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -16,11 +30,21 @@ pub struct ControllerArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub projector: ProjectorArgs,
+    /// The webhook's settings, for the sweep to classify pods as the webhook does (the chart
+    /// gives both the same values).
+    #[command(flatten)]
+    pub inject: InjectArgs,
+    #[command(flatten)]
+    pub opt_in: OptInArgs,
 }
 
 /// Runs the projector until SIGTERM.
 pub async fn run(args: ControllerArgs) -> Result<(), CommandError> {
-    let process = args.server.process(None, Some(args.projector.settings()));
+    let inject = args.inject.to_config().map_err(CommandError::Usage)?;
+    let projector = args
+        .projector
+        .settings(inject, args.opt_in.service_account_opt_in);
+    let process = args.server.process(None, Some(projector));
     Ok(crate::process::run(process).await?)
 }
 
@@ -40,6 +64,11 @@ pub struct ProjectorArgs {
     /// changed client secret, or a changed or deleted token Secret, is noticed within this time.
     #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub recheck_interval: Duration,
+    /// Time between two sweeps of the pods that opt in, which reports those not injected or
+    /// injected with settings that have changed since (Events NotInjected / InjectionStale,
+    /// the idaas_projector_pods gauges, each M2MToken's status.pods); `0` turns it off.
+    #[arg(long, env = "IDAAS_PROJECTOR_SWEEP_INTERVAL", default_value = "5m", value_parser = parse_sweep_interval)]
+    pub sweep_interval: Duration,
     /// Run without leader election (only for a single replica).
     #[arg(long, env = "IDAAS_PROJECTOR_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
@@ -78,9 +107,10 @@ pub struct ProjectorArgs {
 }
 
 impl ProjectorArgs {
-    /// The projector's settings. The Lease identity defaults to the hostname (the pod name),
-    /// else a name with the process ID.
-    pub fn settings(&self) -> Projector {
+    /// The projector's settings; `inject` and `service_account_opt_in` are the webhook's,
+    /// for the sweep. The Lease identity defaults to the hostname (the pod name), else a name
+    /// with the process ID.
+    pub fn settings(&self, inject: MutateConfig, service_account_opt_in: bool) -> Projector {
         let identity = self
             .identity
             .clone()
@@ -102,6 +132,11 @@ impl ProjectorArgs {
                 identity,
                 duration_secs: 15,
                 grace_secs: 5,
+            }),
+            sweep: Some(SweepSettings {
+                interval: self.sweep_interval,
+                inject,
+                service_account_opt_in,
             }),
         };
         // Clap has parsed each pattern and applies the default when the flag is absent.

@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook and the token projector in one process (the chart's default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the mutating admission webhook (HTTPS POST /mutate) and its admin server.
     Webhook(webhook::WebhookArgs),
     /// Run the token projector: keep a fresh IDaaS token in the Secret of every M2MToken
@@ -250,7 +250,7 @@ pub fn exit_code(result: Result<(), CommandError>, voice: Voice) -> ExitCode {
 pub async fn run(cli: Cli) -> ExitCode {
     use Voice::{Log, Terminal};
     match cli.command {
-        Command::Serve(args) => exit_code(serve::run(args).await, Log),
+        Command::Serve(args) => exit_code(serve::run(*args).await, Log),
         Command::Webhook(args) => exit_code(webhook::run(args).await, Log),
         Command::Controller(args) => exit_code(controller::run(args).await, Log),
         Command::WaitForToken(args) => exit_code(wait::run(args).await, Log),

@@ -33,7 +33,18 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
         true => None,
         false => Some(args.webhook.settings(false)?),
     };
-    let projector = (!args.no_controller).then(|| args.projector.settings());
+    let projector = match args.no_controller {
+        true => None,
+        false => {
+            let inject = args
+                .webhook
+                .inject
+                .to_config()
+                .map_err(CommandError::Usage)?;
+            let opt_in = args.webhook.opt_in.service_account_opt_in;
+            Some(args.projector.settings(inject, opt_in))
+        }
+    };
     let process = args.server.process(webhook, projector);
     Ok(crate::process::run(process).await?)
 }

@@ -48,11 +48,19 @@ pub struct WebhookFlags {
     pub inject: InjectArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Read pods' ServiceAccounts (a metadata cache of every ServiceAccount, and a GET on a
-    /// miss) so that, in namespaces labelled idaas-projector.io/injection=enabled, a
-    /// ServiceAccount's annotations opt pods in and carry their settings. `false`: no
-    /// ServiceAccount is read (and none needs to be: no RBAC on serviceaccounts), and pods opt
-    /// in by their own annotations only.
+    #[command(flatten)]
+    pub opt_in: OptInArgs,
+}
+
+/// Whether ServiceAccounts opt pods in: the webhook's rule, which the projector's sweep
+/// applies too.
+#[derive(Debug, Args)]
+pub struct OptInArgs {
+    /// Read pods' ServiceAccounts (the webhook: a metadata cache of every ServiceAccount, and
+    /// a GET on a miss; the sweep: a GET per ServiceAccount in labelled namespaces) so that, in
+    /// namespaces labelled idaas-projector.io/injection=enabled, a ServiceAccount's annotations
+    /// opt pods in and carry their settings. `false`: no ServiceAccount is read (and none needs
+    /// to be: no RBAC on serviceaccounts), and pods opt in by their own annotations only.
     #[arg(long, env = "IDAAS_PROJECTOR_SERVICE_ACCOUNT_OPT_IN", default_value_t = true, action = clap::ArgAction::Set)]
     pub service_account_opt_in: bool,
 }
@@ -66,7 +74,7 @@ impl WebhookFlags {
             inject: self.inject.to_config().map_err(CommandError::Usage)?,
             standalone,
             limits: self.limits.to_limits().map_err(CommandError::Usage)?,
-            service_accounts: self.service_account_opt_in && !standalone,
+            service_accounts: self.opt_in.service_account_opt_in && !standalone,
         })
     }
 }

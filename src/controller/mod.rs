@@ -9,6 +9,7 @@
 //!   carries out its decision against the API and IDaaS.
 //! - [`leader`]: one leader at a time: the Lease's field manager, the last confirmed renewal,
 //!   and the gate every write goes through.
+//! - [`sweep`]: the leader's periodic look at the pods that opt in: not injected, or stale.
 
 pub mod assertion;
 pub mod decide;
@@ -17,6 +18,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod secret;
 pub mod status;
+pub mod sweep;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +49,8 @@ pub struct Settings {
     pub recheck_interval: Duration,
     /// `None`: no leader election (a single replica).
     pub lease: Option<LeaseSettings>,
+    /// `None`: no sweep of the pods.
+    pub sweep: Option<sweep::SweepSettings>,
 }
 
 /// Leader election through a coordination.k8s.io Lease.
@@ -66,59 +70,79 @@ pub enum RunError {
     Lease(String),
 }
 
-/// Runs the controllers (one per watched namespace, or one for all) until `stop` resolves.
+/// Runs the controllers (one per watched namespace, or one for all), and the sweep when it is
+/// on, until `stop` resolves.
 pub async fn run_controllers(
     client: Client,
     ctx: Arc<Context>,
-    namespaces: &[String],
+    settings: Settings,
     stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let namespaces = &settings.namespaces;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
-    let controllers = scopes.into_iter().map(|ns| {
-        // Only M2MTokens are watched. Secrets are never listed or watched: each reconcile reads
-        // the two it needs by name, and every outcome looks again within the re-check interval,
-        // so a changed or deleted managed Secret is noticed then.
-        let tokens: Api<M2MToken> = match &ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let ctx = ctx.clone();
-        let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
-        // Forget what is kept about deleted M2MTokens (expiry gauges, failures, reports) once a
-        // minute.
-        let store = controller.store();
-        let weak = Arc::downgrade(&ctx);
-        let scope = ns.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                let Some(ctx) = weak.upgrade() else { break };
-                if store.wait_until_ready().await.is_ok() {
-                    ctx.forget_deleted(|ns, name| {
-                        // Another controller watches other namespaces: not ours to judge.
-                        scope.as_deref().is_some_and(|s| s != ns)
-                            || store
-                                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-                                .is_some()
-                    });
+    let mut stores = Vec::new();
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|ns| {
+            // Only M2MTokens are watched. Secrets are never listed or watched: each reconcile reads
+            // the two it needs by name, and every outcome looks again within the re-check interval,
+            // so a changed or deleted managed Secret is noticed then.
+            let tokens: Api<M2MToken> = match &ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let ctx = ctx.clone();
+            let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
+            // Forget what is kept about deleted M2MTokens (expiry gauges, failures, reports) once a
+            // minute.
+            let store = controller.store();
+            stores.push(store.clone());
+            let weak = Arc::downgrade(&ctx);
+            let scope = ns.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let Some(ctx) = weak.upgrade() else { break };
+                    if store.wait_until_ready().await.is_ok() {
+                        ctx.forget_deleted(|ns, name| {
+                            // Another controller watches other namespaces: not ours to judge.
+                            scope.as_deref().is_some_and(|s| s != ns)
+                                || store
+                                    .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                                    .is_some()
+                        });
+                    }
                 }
-            }
+            });
+            controller
+                .graceful_shutdown_on(stop.clone())
+                .run(reconcile, error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "controller event");
+                    }
+                })
+        })
+        .collect();
+    let sweep = settings
+        .sweep
+        .clone()
+        .filter(|s| !s.interval.is_zero())
+        .map(|s| {
+            sweep::Sweeper::new(client.clone(), ctx.clone(), s, namespaces.clone(), stores)
+                .run(stop.clone())
         });
-        controller
-            .graceful_shutdown_on(stop.clone())
-            .run(reconcile, error_policy, ctx)
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "controller event");
-                }
-            })
-    });
-    futures::future::join_all(controllers).await;
+    futures::future::join(futures::future::join_all(controllers), async move {
+        if let Some(sweep) = sweep {
+            sweep.await;
+        }
+    })
+    .await;
 }
 
 /// Builds the shared reconcile context.
@@ -159,11 +183,11 @@ pub async fn run(
     let Some(lease) = settings.lease.clone() else {
         let gauge = ctx.metrics.leader.clone();
         gauge.set(1);
-        run_controllers(client, ctx, &settings.namespaces, stop).await;
+        run_controllers(client, ctx, settings, stop).await;
         gauge.set(0);
         return Ok(());
     };
-    let namespaces = settings.namespaces.clone();
+    let work_settings = settings.clone();
     let work_client = client.clone();
     let work_ctx = ctx.clone();
     lead(
@@ -172,8 +196,8 @@ pub async fn run(
         &lease,
         move |lost| {
             let (client, ctx) = (work_client.clone(), work_ctx.clone());
-            let namespaces = namespaces.clone();
-            async move { run_controllers(client, ctx, &namespaces, lost).await }
+            let settings = work_settings.clone();
+            async move { run_controllers(client, ctx, settings, lost).await }
         },
         stop,
     )

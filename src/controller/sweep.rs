@@ -104,7 +104,12 @@ pub fn notice(namespace: &str, name: &str, owner: Option<&str>, c: &Classified) 
         .as_ref()
         .map(|why| format!("; the webhook would now refuse it: {why}"))
         .unwrap_or_default();
-    let hash = c.expected.as_ref().map(|i| i.hash()).unwrap_or_default();
+    // A pod not injected stays so whatever the webhook would now inject; a stale one is stale
+    // again when that changes.
+    let hash = match c.state {
+        PodState::Stale => c.expected.as_ref().map(|i| i.hash()).unwrap_or_default(),
+        _ => String::new(),
+    };
     Some(Notice {
         reason,
         message: format!("{what}{refusal}. Fix: {fix}; {explain}."),
@@ -288,9 +293,7 @@ impl Sweeper {
             }
         }
         loop {
-            let started = Instant::now();
-            let result = self.sweep_once().await;
-            self.record(result, started);
+            let _ = self.sweep_once().await;
             tokio::select! {
                 () = tokio::time::sleep(self.settings.interval) => {}
                 () = &mut stop => break,
@@ -299,7 +302,7 @@ impl Sweeper {
         self.ctx.metrics.pods.clear();
     }
 
-    fn record(&self, result: Result<Tally, SweepError>, started: Instant) {
+    fn record(&self, result: &Result<Tally, SweepError>, started: Instant) {
         let metrics = &self.ctx.metrics;
         metrics
             .sweep_duration
@@ -325,6 +328,13 @@ impl Sweeper {
     /// One sweep: every page of pods classified and reported; on success the gauges and the
     /// M2MTokens' counts follow.
     pub async fn sweep_once(&mut self) -> Result<Tally, SweepError> {
+        let started = Instant::now();
+        let result = self.sweep_and_publish().await;
+        self.record(&result, started);
+        result
+    }
+
+    async fn sweep_and_publish(&mut self) -> Result<Tally, SweepError> {
         let mut sweep = Sweep {
             enabled: HashSet::new(),
             accounts: HashMap::new(),
@@ -534,4 +544,101 @@ fn owner(pod: &Value) -> Option<String> {
         owner.get("kind")?.as_str()?,
         owner.get("name")?.as_str()?
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::mutate::Injection;
+
+    fn classified(state: PodState, role: &str) -> Classified {
+        Classified {
+            state,
+            m2m_token: Some("payments".into()),
+            expected: Some(Injection {
+                secret_name: "payments".into(),
+                role_arn: role.into(),
+                oidc_provider_arn: "acs:ram::1:oidc-provider/idaas".into(),
+                role_session_name: "shop.web".into(),
+                sts_region: None,
+                sts_vpc_endpoint: false,
+                token_wait: None,
+                init_image: "i".into(),
+                windows: false,
+            }),
+            refusal: None,
+        }
+    }
+
+    #[test]
+    fn one_notice_per_finding() {
+        let mut reported = Reported::default();
+        let stale = notice("shop", "web", None, &classified(PodState::Stale, "a")).unwrap();
+        assert_eq!(stale.reason, "InjectionStale");
+        assert!(stale.message.contains("delete and recreate the pod"));
+        assert!(reported.is_new("u1", &stale));
+        assert!(!reported.is_new("u1", &stale));
+        // What the webhook would inject changed: a new finding.
+        let again = notice("shop", "web", None, &classified(PodState::Stale, "b")).unwrap();
+        assert!(reported.is_new("u1", &again));
+        // A pod not injected stays the same finding whatever the role.
+        let a = notice("shop", "x", None, &classified(PodState::NotInjected, "a")).unwrap();
+        let b = notice("shop", "x", None, &classified(PodState::NotInjected, "b")).unwrap();
+        assert!(reported.is_new("u2", &a));
+        assert!(!reported.is_new("u2", &b));
+        reported.finish();
+        assert_eq!(reported.len(), 2);
+        // A pod that no longer needs attention is forgotten after a complete sweep only.
+        assert!(!reported.is_new("u2", &a));
+        reported.abandon();
+        assert_eq!(reported.len(), 2);
+        reported.finish();
+        assert!(reported.is_empty());
+        assert!(notice("shop", "x", None, &classified(PodState::Current, "a")).is_none());
+    }
+
+    #[test]
+    fn counts_are_written_only_where_they_changed() {
+        let token = |name: &str, pods: Option<PodCounts>| {
+            let mut t = M2MToken::new(name, serde_json::from_value(serde_json::json!({
+                "issuer": "https://x.aliyunidaas.com", "audience": "a", "clientId": "c",
+                "clientAuth": {"method": "client_secret_post", "secretRef": {"name": "s", "key": "k"}}
+            })).unwrap());
+            t.metadata.namespace = Some("shop".into());
+            t.status = Some(crate::crd::M2MTokenStatus {
+                pods,
+                ..Default::default()
+            });
+            t
+        };
+        let mut tally = Tally::default();
+        tally.add("shop", &classified(PodState::Current, "a"));
+        tally.add("shop", &classified(PodState::NotInjected, "a"));
+        let now = PodCounts {
+            injected: 1,
+            not_injected: 1,
+            stale: 0,
+        };
+        let tokens = [
+            token("payments", None),
+            token("unused", None),
+            token(
+                "gone-quiet",
+                Some(PodCounts {
+                    injected: 2,
+                    ..Default::default()
+                }),
+            ),
+        ];
+        let writes = tally.status_writes(tokens.iter());
+        assert_eq!(
+            writes,
+            [
+                ("shop".into(), "payments".into(), now),
+                ("shop".into(), "gone-quiet".into(), PodCounts::default()),
+            ]
+        );
+        let settled = [token("payments", Some(now))];
+        assert!(tally.status_writes(settled.iter()).is_empty());
+    }
 }

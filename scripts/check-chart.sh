@@ -143,6 +143,11 @@ check "render: namespace opt-in with its own values, more excluded namespaces" r
   --set webhook.namespaceOptIn.failurePolicy=Ignore --set webhook.namespaceOptIn.timeoutSeconds=10 \
   --set 'webhook.excludeNamespaces={sandbox,kube-system}'
 check "render: namespaced RBAC" render namespaced-rbac 1.33.0 --set 'rbac.namespaces={shop,billing}'
+check "render: sweep off" render no-sweep 1.33.0 --set projector.sweepInterval=0
+check "render: sweep off, namespaced RBAC" render namespaced-no-sweep 1.33.0 --set projector.sweepInterval=0 \
+  --set 'rbac.namespaces={shop,billing}'
+check "render: sweep on, namespace opt-in off" render no-namespace-opt-in-sweep 1.33.0 \
+  --set webhook.namespaceOptIn.enabled=false --set projector.sweepInterval=10m
 check "render: combined" render combined 1.33.0 --set combined=true
 check "render: combined, namespaced RBAC" render combined-namespaced 1.30.0 --set combined=true \
   --set 'rbac.namespaces={shop,billing}' --set networkPolicy.enabled=true --set metrics.serviceMonitor.enabled=true
@@ -167,6 +172,7 @@ check "values.schema.json refuses an unknown webhook.namespaceOptIn value" refus
 check "values.schema.json refuses a wrong webhook.namespaceOptIn.failurePolicy" refuse --set webhook.namespaceOptIn.failurePolicy=Warn
 check "values.schema.json refuses a malformed OIDC provider ARN" refuse --set webhook.defaultOidcProviderArn=arn:aws:iam::1:oidc
 check "values.schema.json refuses a plain-HTTP allowed issuer" refuse --set 'controller.allowedIssuers={http://idaas.example}'
+check "values.schema.json refuses a malformed projector.sweepInterval" refuse --set projector.sweepInterval=often
 check "values.schema.json refuses an empty allowed-issuer list" refuse --set-json 'controller.allowedIssuers=[]'
 check "serviceAccount.create=false without names fails" refuse --set serviceAccount.create=false
 
@@ -199,6 +205,7 @@ namespaced = "namespaced" in case
 mode = "cert-manager" if "cert-manager" in case else "files" if "files" in case else "self"
 object_selector_mode = case.startswith(("kube-1.27", "object-selector"))
 namespace_opt_in = "no-namespace-opt-in" not in case
+sweep = "no-sweep" not in case
 legacy_label = object_selector_mode and "no-legacy" not in case
 components = ["combined"] if combined else ["webhook", "projector"]
 web = "combined" if combined else "webhook"
@@ -283,7 +290,7 @@ ports = lambda c: [p["containerPort"] for p in ctr_of(c).get("ports", [])]
 expect(ports(web) == [9443, 8080], f"{web}: container ports must be 9443 and 8080")
 if not combined:
     expect(ports("projector") == [8080], "projector: only the admin port 8080")
-    expect(not any(a.startswith(("--listen=", "--certificate-", "--tls-", "--init-image=")) for a in args_of("projector")), "projector: no webhook flags")
+    expect(not any(a.startswith(("--listen=", "--certificate-", "--tls-", "--max-connections=", "--header-read-timeout=")) for a in args_of("projector")), "projector: no webhook listener or TLS flags")
     expect(not any(a.startswith(("--lease-", "--allowed-issuers=", "--recheck-interval=", "--namespace=")) for a in args_of("webhook")), "webhook: no projector flags")
     expect("IDAAS_PROJECTOR_IDENTITY" not in env_of("webhook"), "webhook: no Lease identity")
 expect(field_ref(proj, "IDAAS_PROJECTOR_IDENTITY") == "metadata.name", "IDAAS_PROJECTOR_IDENTITY must come from the pod name")
@@ -393,6 +400,12 @@ for scope in (["shop", "billing"] if namespaced else ["cluster"]):
     projector_want |= expand(scope, "", "secrets", ["get", "create", "patch", "update"])
     projector_want |= expand(scope, "events.k8s.io", "events", ["create", "patch"])
     projector_want |= expand(scope, "", "serviceaccounts/token", ["create"])
+    if sweep:
+        projector_want |= expand(scope, "", "pods", ["list"])
+        if namespace_opt_in:
+            projector_want |= expand(scope, "", "serviceaccounts", ["get"])
+if sweep and namespace_opt_in:
+    projector_want |= expand("cluster", "", "namespaces", ["list"])
 projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["create"])
 projector_want |= expand(RELEASE_NS, "coordination.k8s.io", "leases", ["get", "patch"], "idaas-projector")
 sa_of = {c: pod_of(c).get("serviceAccountName") for c in components}
@@ -408,8 +421,12 @@ if combined:
 else:
     same(grants(sa_of["webhook"]), webhook_want, "webhook ServiceAccount")
     same(grants(sa_of["projector"]), projector_want, "projector ServiceAccount")
-    expect(not any(g[2] == "serviceaccounts" for g in grants(sa_of["projector"])), "projector ServiceAccount: nothing on serviceaccounts")
+    expect({g[3] for g in grants(sa_of["projector"]) if g[2] == "serviceaccounts"} <= {"get"}, "projector ServiceAccount: at most get on serviceaccounts (the sweep)")
     expect({g[3] for g in grants(sa_of["projector"]) if g[2] == "serviceaccounts/token"} == {"create"}, "projector ServiceAccount: only create on serviceaccounts/token")
+# The sweep classifies pods as the webhook does: the projector gets the webhook's inject flags.
+inject_flags = lambda c: sorted(a for a in args_of(c) if a.split("=")[0] in ("--init-image", "--default-oidc-provider-arn", "--default-sts-region", "--default-token-wait", "--service-account-opt-in"))
+expect(inject_flags(proj) == inject_flags(web), f"the projector's inject flags differ from the webhook's: {inject_flags(proj)} vs {inject_flags(web)}")
+expect(("--sweep-interval=0" in args_of(proj)) == (not sweep), "--sweep-interval=0 exactly when the sweep is off")
 if namespaced:
     expect("--namespace=shop,billing" in args_of(proj), "--namespace=shop,billing expected")
     expect(not any("secrets" in r.get("resources", []) for r in by_kind.get("ClusterRole", [])), "namespaced RBAC: no ClusterRole may grant anything on Secrets")

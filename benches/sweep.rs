@@ -112,7 +112,7 @@ fn pod(i: usize) -> Value {
             "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "x", "imageID": "sha256:0123456789abcdef", "containerID": "containerd://0123456789abcdef", "started": true, "state": {"running": {"startedAt": "2026-11-30T10:00:05Z"}}}]}
     });
     // Most pods that opt in were injected; one in ten of them was not.
-    if i % 10 <= 2 && i % 100 != 0 {
+    if i % 10 <= 2 && !i.is_multiple_of(100) {
         let scope = Scope::pod_only(Some(&ns));
         let lookup = TokenLookup::Found(TokenDefaults {
             secret_name: "app".into(),
@@ -136,10 +136,19 @@ fn populate(api: &FakeApi, pods: usize) -> usize {
         } else {
             json!({})
         };
-        api.put("api/v1/namespaces", json!({"metadata": {"name": ns, "labels": labels}}));
-        api.put("api/v1/serviceaccounts", json!({"metadata": {"name": "api", "namespace": ns,
-            "annotations": {"idaas-projector.io/m2m-token": "app"}}}));
-        api.put("api/v1/serviceaccounts", json!({"metadata": {"name": "default", "namespace": ns}}));
+        api.put(
+            "api/v1/namespaces",
+            json!({"metadata": {"name": ns, "labels": labels}}),
+        );
+        api.put(
+            "api/v1/serviceaccounts",
+            json!({"metadata": {"name": "api", "namespace": ns,
+            "annotations": {"idaas-projector.io/m2m-token": "app"}}}),
+        );
+        api.put(
+            "api/v1/serviceaccounts",
+            json!({"metadata": {"name": "default", "namespace": ns}}),
+        );
         api.put("apis/idaas-projector.io/v1alpha1/m2mtokens", json!({
             "apiVersion": "idaas-projector.io/v1alpha1", "kind": "M2MToken",
             "metadata": {"name": "app", "namespace": ns, "uid": format!("uid-{ns}")},
@@ -212,13 +221,7 @@ async fn measure(pods: usize, runs: usize) -> Figures {
         inject: config(),
         service_account_opt_in: true,
     };
-    let mut sweeper = Sweeper::new(
-        api.client(),
-        ctx,
-        settings,
-        Vec::new(),
-        vec![store(&api)],
-    );
+    let mut sweeper = Sweeper::new(api.client(), ctx, settings, Vec::new(), vec![store(&api)]);
     // The first sweep publishes the Events and counts; later ones find nothing new to write.
     let first = sweeper.sweep_once().await.expect("a sweep");
     let summary = format!("{:?}", first.namespaces.values().sum::<i64>());
@@ -248,11 +251,13 @@ async fn measure(pods: usize, runs: usize) -> Figures {
                 namespace_enabled: false,
                 service_account: &account,
             };
-            std::hint::black_box(classify(p, &scope, &config(), |_| TokenLookup::Found(TokenDefaults {
-                secret_name: "app".into(),
-                role_arn: Some(ROLE.into()),
-                oidc_provider_arn: None,
-            })));
+            std::hint::black_box(classify(p, &scope, &config(), |_| {
+                TokenLookup::Found(TokenDefaults {
+                    secret_name: "app".into(),
+                    role_arn: Some(ROLE.into()),
+                    oidc_provider_arn: None,
+                })
+            }));
         }
         classify_time = classify_time.min(t.elapsed());
     }

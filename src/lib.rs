@@ -8,6 +8,7 @@
 //!   server.
 //! - [`idaas`]: the IDaaS client (discovery, token endpoint, JWKS) and token decoding.
 //! - [`ram`]: RAM's and STS's rules, pure: error codes, names, the claim checks.
+//! - [`sts`]: the AssumeRoleWithOIDC call (`assume-role`, `doctor --assume-role`).
 //! - [`crd`]: the `M2MToken` resource.
 //! - [`process`]: the long-running processes' wiring (admin server, webhook, projector, stop).
 //! - [`token_file`]: a token file kept fresh without Kubernetes; [`wait`]: the init container.
@@ -28,6 +29,7 @@ pub mod idaas;
 pub mod metrics;
 pub mod process;
 pub mod ram;
+pub mod sts;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -59,10 +59,6 @@ pub struct AssumeRoleArgs {
     pub http: HttpArgs,
 }
 
-fn usage(m: impl Into<String>) -> CommandError {
-    CommandError::Usage(m.into())
-}
-
 /// The STS endpoint the flags select.
 pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, CommandError> {
     sts::endpoint(
@@ -70,7 +66,7 @@ pub fn endpoint(args: &AssumeRoleArgs) -> Result<String, CommandError> {
         args.sts_region.as_deref(),
         args.vpc,
     )
-    .map_err(usage)
+    .map_err(CommandError::usage)
 }
 
 /// The checked flags and the token, ready to send.
@@ -82,15 +78,15 @@ struct Prepared {
 
 fn prepare(args: &AssumeRoleArgs) -> Result<Prepared, CommandError> {
     validate_role_arn(&args.role_arn)
-        .map_err(|why| usage(format!("--role-arn {:?}: {why}", args.role_arn)))?;
+        .map_err(|why| CommandError::usage(format!("--role-arn {:?}: {why}", args.role_arn)))?;
     validate_oidc_provider_arn(&args.oidc_provider_arn).map_err(|why| {
-        usage(format!(
+        CommandError::usage(format!(
             "--oidc-provider-arn {:?}: {why}",
             args.oidc_provider_arn
         ))
     })?;
     if !(MIN_SESSION_DURATION_SECS..=MAX_SESSION_DURATION_SECS).contains(&args.duration) {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "--duration {} must be between {MIN_SESSION_DURATION_SECS} and {MAX_SESSION_DURATION_SECS} seconds",
             args.duration
         )));
@@ -100,20 +96,20 @@ fn prepare(args: &AssumeRoleArgs) -> Result<Prepared, CommandError> {
         None => format!("idaas-projector-{}", unix_now()),
     };
     if !is_session_name(&session) {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "--session-name {session:?} must be 2 to 64 characters of A-Z a-z 0-9 . @ _ -"
         )));
     }
     let endpoint = endpoint(args)?;
     let text = std::fs::read_to_string(&args.token_file).map_err(|e| {
-        usage(format!(
+        CommandError::usage(format!(
             "cannot read the token file {}: {e}",
             args.token_file.display()
         ))
     })?;
     let token = text.trim().to_owned();
     if token.is_empty() {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "the token file {} is empty",
             args.token_file.display()
         )));

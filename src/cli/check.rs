@@ -11,7 +11,7 @@ use clap::Args;
 use super::{CommandError, HttpArgs, OutputArgs, OutputFormat, parse_duration};
 use crate::idaas::AllowedOrigins;
 use crate::idaas::check::{self, Keys, Report};
-use crate::ram::claims::{IAT_LEEWAY_SECS, Outcome, Rules};
+use crate::ram::claims::{IAT_LEEWAY_SECS, Rules};
 use crate::time::{rfc3339, unix_now};
 
 /// RAM's limit on the client IDs of one OIDC identity provider.
@@ -104,12 +104,7 @@ fn print_text(r: &Report) {
     }
     println!();
     for c in &r.checks {
-        let label = match c.result {
-            Outcome::Pass => "PASS",
-            Outcome::Fail => "FAIL",
-            Outcome::Skipped => "SKIP",
-            Outcome::Warning => "WARN",
-        };
+        let label = c.result.label();
         println!("{label} {:<14} {:<46} {}", c.name, c.ram_code, c.detail);
     }
     println!();

@@ -4,6 +4,7 @@
 use clap::{Args, ValueEnum};
 
 use super::{CommandError, HttpArgs, OutputArgs, OutputFormat};
+use crate::doctor::report::Report;
 use crate::doctor::{self, AssumeRoleSettings, Kind, Settings};
 use crate::idaas::AllowedOrigins;
 use crate::ram::names::{
@@ -68,41 +69,38 @@ pub struct DoctorArgs {
     pub http: HttpArgs,
 }
 
-fn usage(m: impl Into<String>) -> CommandError {
-    CommandError::Usage(m.into())
-}
-
 /// The flags checked, as the core's settings (without the namespace, which may come from the
 /// kubeconfig).
 fn settings(args: &DoctorArgs, namespace: String) -> Result<Settings, CommandError> {
     if !is_dns_subdomain(&args.name) {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "{:?} is not a Kubernetes object name",
             args.name
         )));
     }
     if !is_dns_label(&namespace) {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "--namespace {namespace:?} is not a namespace name"
         )));
     }
     if let Some(arn) = &args.default_oidc_provider_arn {
-        validate_oidc_provider_arn(arn)
-            .map_err(|why| usage(format!("--default-oidc-provider-arn {arn:?}: {why}")))?;
+        validate_oidc_provider_arn(arn).map_err(|why| {
+            CommandError::usage(format!("--default-oidc-provider-arn {arn:?}: {why}"))
+        })?;
     }
     if let Some(region) = &args.default_sts_region
         && !is_region_id(region)
     {
-        return Err(usage(format!(
+        return Err(CommandError::usage(format!(
             "--default-sts-region {region:?} is not a region ID such as cn-hangzhou"
         )));
     }
     let assume_role = if args.assume_role {
         if let Some(e) = &args.sts_endpoint {
-            crate::sts::endpoint(Some(e), None, false).map_err(usage)?;
+            crate::sts::endpoint(Some(e), None, false).map_err(CommandError::usage)?;
         }
         if !(MIN_SESSION_DURATION_SECS..=MAX_SESSION_DURATION_SECS).contains(&args.duration) {
-            return Err(usage(format!(
+            return Err(CommandError::usage(format!(
                 "--duration {} must be between {MIN_SESSION_DURATION_SECS} and {MAX_SESSION_DURATION_SECS} seconds",
                 args.duration
             )));
@@ -144,6 +142,12 @@ pub async fn run_with(client: kube::Client, args: DoctorArgs) -> Result<(), Comm
         OutputFormat::Text => println!("{}", report.text()),
         OutputFormat::Json => println!("{}", report.json()),
     }
+    outcome(&report)
+}
+
+/// The command's outcome for a report: a failure (exit status 1) when a step failed; warnings
+/// and skipped steps do not count.
+pub fn outcome(report: &Report) -> Result<(), CommandError> {
     let failed = report.failed();
     match failed.len() {
         0 => Ok(()),
@@ -158,7 +162,7 @@ pub async fn run_with(client: kube::Client, args: DoctorArgs) -> Result<(), Comm
 /// Runs `doctor` with the kubeconfig's (or the in-cluster) Kubernetes client.
 pub async fn run(args: DoctorArgs) -> Result<(), CommandError> {
     let client = kube::Client::try_default().await.map_err(|e| {
-        usage(format!(
+        CommandError::usage(format!(
             "no usable Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
         ))
     })?;

@@ -217,6 +217,13 @@ pub enum CommandError {
     Failed(String),
 }
 
+impl CommandError {
+    /// Bad usage, with this message.
+    pub fn usage(m: impl Into<String>) -> Self {
+        CommandError::Usage(m.into())
+    }
+}
+
 impl From<crate::Error> for CommandError {
     fn from(e: crate::Error) -> Self {
         match e {

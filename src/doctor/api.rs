@@ -204,8 +204,7 @@ pub fn parse_warnings<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> 
     let mut out = Vec::new();
     for value in values {
         let mut rest = value;
-        loop {
-            let Some(start) = rest.find('"') else { break };
+        while let Some(start) = rest.find('"') {
             let Some((text, after)) = quoted(&rest[start..]) else {
                 break;
             };

@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::idaas::check;
-use crate::ram::claims::Outcome as CheckOutcome;
 use crate::time::rfc3339;
 
 /// The steps, in the order they run and are shown: id and title. The ids are stable.
@@ -332,13 +331,12 @@ fn checks_text(r: &check::Report) -> Vec<String> {
         ));
     }
     for c in &r.checks {
-        let label = match c.result {
-            CheckOutcome::Pass => "PASS",
-            CheckOutcome::Fail => "FAIL",
-            CheckOutcome::Skipped => "SKIP",
-            CheckOutcome::Warning => "WARN",
-        };
-        out.push(format!("  {label} {:<14} {}", c.name, c.detail));
+        out.push(format!(
+            "  {} {:<14} {}",
+            c.result.label(),
+            c.name,
+            c.detail
+        ));
     }
     out
 }

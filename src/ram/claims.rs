@@ -75,6 +75,18 @@ pub enum Outcome {
     Warning,
 }
 
+impl Outcome {
+    /// `PASS`, `FAIL`, `SKIP`, `WARN`: how `check` and `doctor` print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Skipped => "SKIP",
+            Outcome::Warning => "WARN",
+        }
+    }
+}
+
 /// One check, named by RAM's error code for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {

@@ -673,6 +673,33 @@ async fn service_account_opts_in_only_in_a_labelled_namespace() {
 }
 
 #[tokio::test]
+async fn namespace_unreadable_is_a_warning() {
+    let w = world().await;
+    let report = w.doctor_without(NAMESPACES, Kind::Deployment).await;
+    expect(
+        &report,
+        "webhook-routing",
+        Outcome::Warn,
+        &["namespaceSelector was not evaluated"],
+    );
+    expect(&report, "opt-in", Outcome::Pass, &[]);
+    expect(&report, "dry-run", Outcome::Pass, &[]);
+    assert_eq!(exit_status(&report), 0);
+
+    // Opted in by its ServiceAccount? Not known here: the dry run is still made.
+    w.api
+        .put(DEPLOYMENTS, deployment("shop", json!({}), json!({})));
+    let report = w.doctor_without(NAMESPACES, Kind::Deployment).await;
+    expect(
+        &report,
+        "opt-in",
+        Outcome::Warn,
+        &["namespace shop could not be read"],
+    );
+    assert_ne!(step(&report, "dry-run").result, Outcome::Skip);
+}
+
+#[tokio::test]
 async fn m2m_token_missing() {
     let w = world().await;
     let report = w.doctor_without(TOKENS, Kind::Deployment).await;

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use self::api::{DryRun, Lookup};
-use self::report::{AssumeRole, Injection as Summary, Report, Step, TargetRef};
+use self::report::{AssumeRole, Injection as Summary, Outcome, Report, Step, TargetRef};
 use crate::crd::M2MToken;
 use crate::idaas::HttpConfig;
 use crate::idaas::check::{self, Keys};
@@ -180,9 +180,13 @@ pub async fn diagnose(client: &kube::Client, s: &Settings) -> Result<Report, Err
     let classified = classify(ctx.pod.clone(), &scope(&ctx, ns), &s.local_config(), |_| {
         lookup.clone()
     });
-    out.push(steps::opt_in(&ctx.pod, &classified, &ctx.account_info));
+    let opt_in = steps::opt_in(&ctx.pod, &classified, &ctx.account_info);
+    // No dry run for a pod that certainly does not opt in; one whose opt-in could not be
+    // told here gets one: the webhook knows.
+    let wanted = !(classified.state == PodState::NotOptedIn && opt_in.result == Outcome::Fail);
+    out.push(opt_in);
 
-    let (dry, injection) = inject(client, s, &ctx, &classified, &lookup).await;
+    let (dry, injection) = inject(client, s, &ctx, wanted, &lookup).await;
     out.push(steps::dry_run(
         dry.as_ref(),
         ns,
@@ -292,7 +296,12 @@ async fn route(client: &kube::Client, s: &Settings, pod: Value, out: &mut Vec<St
                 .as_ref()
                 .and_then(|e| e.iter().find_map(|e| e.service.clone()))
         });
-    let (account, account_info) = read_account(client, ns, &pod, namespace_enabled).await;
+    let (account, mut account_info) = read_account(client, ns, &pod, namespace_enabled).await;
+    account_info.namespace_unread = match namespace {
+        Lookup::Found(_) => None,
+        Lookup::NotFound => Some("not found".to_owned()),
+        Lookup::Forbidden(m) | Lookup::Failed(m) => Some(m),
+    };
     Context {
         running: s.kind == Kind::Pod,
         pod,
@@ -313,8 +322,9 @@ async fn read_account(
     let name = mutate::service_account_name(pod).to_owned();
     let mut info = steps::Account {
         name: name.clone(),
+        namespace: ns.to_owned(),
         namespace_enabled,
-        opts_in: false,
+        namespace_unread: None,
         unread: None,
     };
     if !mutate::needs_service_account(pod, namespace_enabled) {
@@ -329,11 +339,7 @@ async fn read_account(
         Lookup::Found(v) => match serde_json::from_value::<AccountMeta>(v) {
             Ok(mut meta) => {
                 strip(&mut meta);
-                let found = account_annotations(&name, &meta);
-                info.opts_in = found
-                    .annotations
-                    .contains_key(crate::webhook::annotations::M2M_TOKEN);
-                AccountLookup::Found(found)
+                AccountLookup::Found(account_annotations(&name, &meta))
             }
             Err(e) => {
                 info.unread = Some(format!("unreadable: {e}"));
@@ -366,16 +372,16 @@ async fn read_m2m_token(client: &kube::Client, ns: &str, name: &str) -> Lookup<M
     }
 }
 
-/// The dry run (unless the pod does not opt in) and what the pod gets: from the dry run's
+/// The dry run (unless the pod certainly does not opt in) and what the pod gets: from the dry run's
 /// answer, else from the webhook's rules applied here.
 async fn inject(
     client: &kube::Client,
     s: &Settings,
     ctx: &Context,
-    classified: &Classified,
+    wanted: bool,
     lookup: &TokenLookup,
 ) -> (Option<DryRun>, Option<Summary>) {
-    if classified.state == PodState::NotOptedIn {
+    if !wanted {
         return (None, None);
     }
     let sent = if ctx.running {

@@ -17,11 +17,12 @@ use crate::webhook::mutate::{Classified, Injection, PodState, TOKEN_KEY};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     pub name: String,
+    pub namespace: String,
     /// The namespace's pods are sent to the namespace entry: the ServiceAccount counts.
     pub namespace_enabled: bool,
-    /// Read and found with an `m2m-token` annotation.
-    pub opts_in: bool,
-    /// Why it could not be read (403, another failure), when it was to be read.
+    /// Why the namespace (its labels) could not be read, if it could not.
+    pub namespace_unread: Option<String>,
+    /// Why the ServiceAccount could not be read (403, another failure), when it was to be.
     pub unread: Option<String>,
 }
 
@@ -74,6 +75,15 @@ fn not_opted_in(account: &Account) -> Step {
          {INJECTION_LABEL}={ENABLED} and annotate its ServiceAccount {} with {M2M_TOKEN}",
         account.name
     );
+    if let (false, Some(why)) = (account.namespace_enabled, &account.namespace_unread) {
+        detail.push_str(&format!(
+            "; namespace {} could not be read ({why}), so whether it is labelled \
+             {INJECTION_LABEL}: {ENABLED}, where the annotations of its ServiceAccount {} count, \
+             is not known here",
+            account.namespace, account.name
+        ));
+        return Step::warn(ID, detail, "grant get on namespaces to check it");
+    }
     if !account.namespace_enabled {
         detail.push_str(&format!(
             ", and the annotations of its ServiceAccount {} count only in a namespace labelled \
@@ -454,4 +464,104 @@ fn stale(
         }
     }
     Step::fail("pod-injection", detail, fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::report::Outcome;
+    use secrecy::ExposeSecret as _;
+    use serde_json::json;
+
+    fn classified() -> Classified {
+        Classified {
+            state: PodState::NotInjected,
+            m2m_token: Some("payments".into()),
+            expected: None,
+            refusal: None,
+        }
+    }
+
+    #[test]
+    fn secrets() {
+        let found =
+            |data: Value| Lookup::Found(json!({"metadata": {"name": "payments"}, "data": data}));
+        let (step, token) = secret(
+            Some("payments"),
+            "shop",
+            &found(json!({"token": "YS5iLmM="})),
+        );
+        assert_eq!(step.result, Outcome::Pass);
+        assert_eq!(token.unwrap().expose_secret(), "a.b.c");
+        let (step, token) = secret(Some("payments"), "shop", &found(json!({"other": "eA=="})));
+        assert_eq!((step.result, token.is_none()), (Outcome::Fail, true));
+        let (step, _) = secret(Some("payments"), "shop", &Lookup::Forbidden("no".into()));
+        assert_eq!(step.result, Outcome::Warn);
+        assert!(step.detail.starts_with(
+            "you may not read Secret payments (needs get on it): token checks skipped"
+        ));
+        let (step, _) = secret(None, "shop", &Lookup::NotFound);
+        assert_eq!(step.result, Outcome::Skip);
+    }
+
+    #[test]
+    fn m2m_tokens() {
+        let token = |generation: i64, observed: i64, ready: &str| -> M2MToken {
+            serde_json::from_value(json!({"metadata": {"name": "payments", "namespace": "shop", "generation": generation},
+                "spec": {"issuer": "https://x.aliyunidaas.com/o", "audience": "a", "clientId": "c",
+                    "clientAuth": {"secretRef": {"name": "s", "key": "k"}}},
+                "status": {"observedGeneration": observed, "conditions": [{"type": "Ready", "status": ready,
+                    "reason": "Refreshed", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}))
+            .unwrap()
+        };
+        let at = |t| m2m_token(Some("payments"), "shop", &Lookup::Found(t)).result;
+        assert_eq!(at(token(1, 1, "True")), Outcome::Pass);
+        assert_eq!(at(token(2, 1, "True")), Outcome::Warn);
+        assert_eq!(at(token(1, 1, "False")), Outcome::Fail);
+        assert_eq!(
+            m2m_token(Some("payments"), "shop", &Lookup::NotFound).result,
+            Outcome::Fail
+        );
+        assert_eq!(
+            m2m_token(None, "shop", &Lookup::NotFound).result,
+            Outcome::Skip
+        );
+    }
+
+    #[test]
+    fn dry_run_answers() {
+        let c = classified();
+        let svc = Some("idaas-projector/idaas-projector");
+        let result = |a: DryRun| dry_run(Some(&a), "shop", svc, &c);
+        let unreachable = "Internal error occurred: failed calling webhook \"m2m-token.idaas-projector.io\": connection refused";
+        let step = result(DryRun::Failed(unreachable.into()));
+        assert_eq!(step.result, Outcome::Fail);
+        assert!(
+            step.fix
+                .unwrap()
+                .contains("kubectl -n idaas-projector get pods,endpoints idaas-projector")
+        );
+        assert_eq!(
+            result(DryRun::Failed("422 invalid".into())).result,
+            Outcome::Warn
+        );
+        assert_eq!(
+            result(DryRun::Denied("denied".into())).result,
+            Outcome::Fail
+        );
+        assert_eq!(result(DryRun::Forbidden("no".into())).result, Outcome::Warn);
+        let admitted = |pod: Value, warnings: Vec<String>| DryRun::Admitted { pod, warnings };
+        let plain = json!({"spec": {"containers": []}});
+        assert_eq!(result(admitted(plain, vec![])).result, Outcome::Fail);
+        let injected = json!({"spec": {"volumes": [{"name": "idaas-projector-token"}]}});
+        assert_eq!(
+            result(admitted(injected.clone(), vec![])).result,
+            Outcome::Pass
+        );
+        assert_eq!(
+            result(admitted(injected, vec!["w".into()])).result,
+            Outcome::Warn
+        );
+        assert_eq!(dry_run(None, "shop", svc, &c).result, Outcome::Skip);
+    }
 }

@@ -666,18 +666,21 @@ async fn assume_role(
         answer: None,
         error: None,
     };
-    let step = match crate::sts::assume_role_with_oidc(&sts.client, &call).await {
+    let answer = crate::sts::assume_role_with_oidc(&sts.client, &call).await;
+    let step = sts_answer(answer, &mut shown);
+    (step, Some(shown))
+}
+
+/// The step for STS's answer; the answer (redacted) or the refusal goes into `shown`.
+fn sts_answer(answer: Result<Value, crate::sts::Failure>, shown: &mut AssumeRole) -> Step {
+    const ID: &str = "assume-role";
+    match answer {
         Ok(answer) => {
             let answer = crate::sts::redacted(answer, false);
-            let str_at = |p: &str| {
-                answer
-                    .pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or("-")
-                    .to_owned()
-            };
+            let str_at = |p: &str| answer.pointer(p).and_then(Value::as_str).unwrap_or("-");
             let detail = format!(
-                "STS at {endpoint} returned credentials for {} (AccessKeyId {}, expiring {})",
+                "STS at {} returned credentials for {} (AccessKeyId {}, expiring {})",
+                shown.endpoint,
                 str_at("/AssumedRoleUser/Arn"),
                 str_at("/Credentials/AccessKeyId"),
                 str_at("/Credentials/Expiration")
@@ -694,6 +697,5 @@ async fn assume_role(
             m,
             "check --sts-endpoint (or the pod's sts-region), the network and --ca-file",
         ),
-    };
-    (step, Some(shown))
+    }
 }

@@ -110,8 +110,8 @@ fn not_opted_in(account: &Account) -> Step {
 /// What the webhook's rules, applied here, say of the pod (when there was no dry run).
 fn local_verdict(classified: &Classified) -> String {
     match &classified.refusal {
-        Some(r) => format!("by the webhook's rules applied here it would refuse the pod: {r}"),
-        None => "by the webhook's rules applied here it would inject the pod as shown below \
+        Some(r) => format!("By the webhook's rules applied here it would refuse the pod: {r}"),
+        None => "By the webhook's rules applied here it would inject the pod as shown below \
                  (with doctor's --default-* flags for the server's defaults)"
             .to_owned(),
     }

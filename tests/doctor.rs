@@ -406,24 +406,39 @@ fn expect(report: &Report, id: &str, result: Outcome, says: &[&str]) {
     }
 }
 
-/// Every request was a GET but one POST with dryRun=All, and nothing was stored.
+/// Every object of the fake API, in every collection doctor could touch.
+fn snapshot(api: &FakeApi) -> Vec<Value> {
+    let all = [
+        PODS,
+        NAMESPACES,
+        ACCOUNTS,
+        SECRETS,
+        TOKENS,
+        CONFIGURATIONS,
+        DEPLOYMENTS,
+        REPLICASETS,
+    ];
+    all.iter().flat_map(|c| api.all(c)).collect()
+}
+
+/// Every request was a GET but one POST with dryRun=All, and nothing was stored or changed
+/// since `before`.
 #[track_caller]
-fn assert_read_only(api: &FakeApi, pods_before: usize) {
+fn assert_read_only(api: &FakeApi, before: &[Value]) {
     let seen = api.seen();
     let writes: Vec<_> = seen.iter().filter(|s| s.method != "GET").collect();
-    assert!(writes.len() <= 1, "{writes:?}");
-    for w in writes {
-        assert_eq!(
-            (w.method.as_str(), w.path.as_str()),
-            ("POST", "/api/v1/namespaces/shop/pods")
-        );
-        assert!(
-            w.query.split('&').any(|kv| kv == "dryRun=All"),
-            "{}",
-            w.query
-        );
-    }
-    assert_eq!(api.all(PODS).len(), pods_before);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let w = writes[0];
+    assert_eq!(
+        (w.method.as_str(), w.path.as_str()),
+        ("POST", "/api/v1/namespaces/shop/pods")
+    );
+    assert!(
+        w.query.split('&').any(|kv| kv == "dryRun=All"),
+        "{}",
+        w.query
+    );
+    assert_eq!(snapshot(api), before);
 }
 
 #[tokio::test]
@@ -432,6 +447,7 @@ async fn healthy_deployment_passes_every_step() {
     let sts = w.sts().await;
     let mut settings = w.settings(Kind::Deployment, "web");
     settings.assume_role = Some(sts_settings(&sts));
+    let before = snapshot(&w.api);
     let report = w.doctor(&settings).await;
     let text = report.text();
     for (id, result) in results(&report) {
@@ -443,11 +459,7 @@ async fn healthy_deployment_passes_every_step() {
         assert_eq!(result, expected, "{id}\n{text}");
     }
     assert_eq!(exit_status(&report), 0);
-    assert_read_only(&w.api, 0);
-    assert_eq!(
-        w.api.seen().iter().filter(|s| s.method == "POST").count(),
-        1
-    );
+    assert_read_only(&w.api, &before);
 
     // Text: a checklist, what was injected, the token's claims, STS's answer, no secrets.
     assert!(
@@ -506,12 +518,13 @@ async fn healthy_running_pod_passes_every_step() {
     w.run_pod(true);
     let mut settings = w.settings(Kind::Pod, POD);
     settings.assume_role = Some(sts_settings(&sts));
+    let before = snapshot(&w.api);
     let report = w.doctor(&settings).await;
     for (id, result) in results(&report) {
         assert_eq!(result, Outcome::Pass, "{id}\n{}", report.text());
     }
     assert_eq!(exit_status(&report), 0);
-    assert_read_only(&w.api, 1);
+    assert_read_only(&w.api, &before);
     let injection = step(&report, "pod-injection");
     assert!(
         injection

@@ -115,6 +115,15 @@ pub async fn get(client: &kube::Client, path: &str) -> Lookup<Value> {
     lookup(send(client, Method::GET, path, None).await)
 }
 
+/// GET of the object `name` in the collection at `base` (`/api/v1/namespaces/shop/secrets`). A
+/// name that is not a Kubernetes object name is never put into a URL.
+pub async fn get_named(client: &kube::Client, base: &str, name: &str) -> Lookup<Value> {
+    if !crate::webhook::annotations::is_dns_subdomain(name) {
+        return Lookup::Failed(format!("{name:?} is not a Kubernetes object name"));
+    }
+    get(client, &format!("{base}/{name}")).await
+}
+
 /// Every item of the list at `path`, page by page.
 pub async fn list(client: &kube::Client, path: &str) -> Lookup<Vec<Value>> {
     let mut items = Vec::new();

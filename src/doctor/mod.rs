@@ -23,6 +23,7 @@ use crate::crd::M2MToken;
 use crate::idaas::HttpConfig;
 use crate::idaas::check::{self, Keys};
 use crate::ram::Expectations;
+use crate::webhook::annotations::{is_dns_label, is_dns_subdomain};
 use crate::webhook::cache::{AccountMeta, account_annotations, defaults_of, strip};
 use crate::webhook::mutate::{
     self, AccountLookup, Classified, MutateConfig, Mutation, PodState, Scope, TokenLookup,
@@ -150,6 +151,11 @@ struct Context {
 /// Runs every step on the target and reports.
 pub async fn diagnose(client: &kube::Client, s: &Settings) -> Result<Report, Error> {
     let (ns, name) = (s.namespace.as_str(), s.name.as_str());
+    if !is_dns_label(ns) || !is_dns_subdomain(name) {
+        return Err(Error(format!(
+            "{ns:?}/{name:?} is not a namespace and object name"
+        )));
+    }
     let what = format!("{} {name} in namespace {ns}", s.kind.as_str());
     let object = match api::get(client, &s.kind.path(ns, name)).await {
         Lookup::Found(o) => o,
@@ -205,7 +211,7 @@ pub async fn diagnose(client: &kube::Client, s: &Settings) -> Result<Report, Err
     };
     let secret_lookup = match (&m2m_name, &secret_name) {
         (Some(_), Some(n)) => {
-            api::get(client, &format!("/api/v1/namespaces/{ns}/secrets/{n}")).await
+            api::get_named(client, &format!("/api/v1/namespaces/{ns}/secrets"), n).await
         }
         _ => Lookup::NotFound,
     };
@@ -270,7 +276,7 @@ async fn route(client: &kube::Client, s: &Settings, pod: Value, out: &mut Vec<St
             None
         }
     };
-    let namespace = api::get(client, &format!("/api/v1/namespaces/{ns}")).await;
+    let namespace = api::get_named(client, "/api/v1/namespaces", ns).await;
     let ns_labels = namespace.found().map(|n| routing::namespace_labels(n, ns));
     let pod_labels = routing::labels_of(&pod);
     let (routing_step, route) = match &entries {
@@ -330,9 +336,10 @@ async fn read_account(
     if !mutate::needs_service_account(pod, namespace_enabled) {
         return (AccountLookup::Absent, info);
     }
-    let lookup = match api::get(
+    let lookup = match api::get_named(
         client,
-        &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}"),
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        &name,
     )
     .await
     {
@@ -357,11 +364,11 @@ async fn read_account(
 
 async fn read_m2m_token(client: &kube::Client, ns: &str, name: &str) -> Lookup<M2MToken> {
     let path = format!(
-        "/apis/{}/{}/namespaces/{ns}/m2mtokens/{name}",
+        "/apis/{}/{}/namespaces/{ns}/m2mtokens",
         crate::crd::GROUP,
         crate::crd::VERSION
     );
-    match api::get(client, &path).await {
+    match api::get_named(client, &path, name).await {
         Lookup::Found(v) => match serde_json::from_value(v) {
             Ok(t) => Lookup::Found(t),
             Err(e) => Lookup::Failed(format!("M2MToken {name} cannot be read: {e}")),
@@ -590,11 +597,9 @@ async fn running_pod(
 async fn owner_fix(client: &kube::Client, s: &Settings, pod: &Value) -> String {
     let owner = pod::controller_owner(pod);
     let deployment = match &owner {
-        Some((kind, rs))
-            if kind == "ReplicaSet" && crate::webhook::annotations::is_dns_subdomain(rs) =>
-        {
-            let path = format!("/apis/apps/v1/namespaces/{}/replicasets/{rs}", s.namespace);
-            api::get(client, &path)
+        Some((kind, rs)) if kind == "ReplicaSet" => {
+            let base = format!("/apis/apps/v1/namespaces/{}/replicasets", s.namespace);
+            api::get_named(client, &base, rs)
                 .await
                 .found()
                 .and_then(pod::controller_owner)

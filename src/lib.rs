@@ -8,7 +8,9 @@
 //!   server.
 //! - [`idaas`]: the IDaaS client (discovery, token endpoint, JWKS) and token decoding.
 //! - [`ram`]: RAM's and STS's rules, pure: error codes, names, the claim checks.
+//! - [`sts`]: the AssumeRoleWithOIDC call (`assume-role`, `doctor --assume-role`).
 //! - [`crd`]: the `M2MToken` resource.
+//! - [`doctor`]: one pod's or workload's credentials explained end to end, read-only.
 //! - [`process`]: the long-running processes' wiring (admin server, webhook, projector, stop).
 //! - [`token_file`]: a token file kept fresh without Kubernetes; [`wait`]: the init container.
 //! - [`emulator`]: in-process IDaaS and STS for `dev` and the tests.
@@ -22,12 +24,14 @@ pub mod admin;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod doctor;
 pub mod emulator;
 pub mod http;
 pub mod idaas;
 pub mod metrics;
 pub mod process;
 pub mod ram;
+pub mod sts;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -1,5 +1,5 @@
-//! `check`: would RAM's AssumeRoleWithOIDC accept this token? Every check RAM applies, each named
-//! by RAM's own error code, reported whether it passed, failed or was skipped (and why).
+//! `check`: would RAM's AssumeRoleWithOIDC accept this token? The flags and the output of
+//! [`crate::idaas::check`], which runs every check RAM applies.
 //!
 //! The token itself and its signature are never printed: only its header and claim values.
 
@@ -7,14 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::{CommandError, HttpArgs, OutputArgs, OutputFormat, parse_duration};
-use crate::http::display_url;
-use crate::idaas::jwt;
-use crate::idaas::{AllowedOrigins, IdaasClient, TokenClaims};
-use crate::ram::claims::{ACCEPTED_ALGORITHMS, CHECKS, Check, IAT_LEEWAY_SECS, Outcome, Rules};
-use crate::ram::code;
+use crate::idaas::AllowedOrigins;
+use crate::idaas::check::{self, Keys, Report};
+use crate::ram::claims::{IAT_LEEWAY_SECS, Rules};
 use crate::time::{rfc3339, unix_now};
 
 /// RAM's limit on the client IDs of one OIDC identity provider.
@@ -47,128 +44,23 @@ pub struct CheckArgs {
     pub http: HttpArgs,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The token's header and claims (never the token or its signature).
-    pub token: Option<TokenClaims>,
-    pub checks: Vec<Check>,
-    pub ok: bool,
-}
-
-/// The signature check: JWKS from --jwks-uri, else discovery of the issuer.
-async fn signature_check(
-    args: &CheckArgs,
-    token: &str,
-    claims: &TokenClaims,
-) -> Result<Check, CommandError> {
-    if !ACCEPTED_ALGORITHMS.contains(&claims.alg.as_str()) {
-        return Ok(Check::new(
-            "signature",
-            code::INVALID_SIGNATURE,
-            Outcome::Skipped,
-            format!(
-                "alg {} is not accepted, so no key can verify it",
-                claims.alg
-            ),
-        ));
-    }
-    let client = IdaasClient::new(&args.http.config(AllowedOrigins::any()))
-        .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let not_checked = |why: String| {
-        Ok(Check::new(
-            "signature",
-            code::INVALID_SIGNATURE,
-            Outcome::Warning,
-            format!("signature not checked: {why}"),
-        ))
-    };
-    let (jwks_uri, source) = match args.jwks_uri.as_deref().filter(|s| !s.is_empty()) {
-        Some(uri) => (uri.to_owned(), "--jwks-uri".to_owned()),
-        None => {
-            let (issuer, whose) = match &args.issuer {
-                Some(i) => (i.as_str(), "--issuer"),
-                None => (
-                    claims.iss.as_str(),
-                    "the token's own iss (pass --issuer to pin it)",
-                ),
-            };
-            match client.endpoints(issuer, None, None).await {
-                Ok(e) => match e.jwks_uri {
-                    Some(j) => (j, format!("discovery of {whose}")),
-                    None => return not_checked(format!("the issuer {issuer} names no jwks_uri")),
-                },
-                Err(e) => return not_checked(format!("OIDC discovery failed: {e}")),
-            }
-        }
-    };
-    let shown = display_url(&jwks_uri);
-    match client.jwks(&jwks_uri).await {
-        Ok(set) => Ok(match jwt::verify_signature(token, &set) {
-            Ok(()) => Check::new(
-                "signature",
-                code::INVALID_SIGNATURE,
-                Outcome::Pass,
-                format!(
-                    "verified with kid {} of the JWKS at {shown} (from {source})",
-                    claims.kid.as_deref().unwrap_or("(none)")
-                ),
-            ),
-            Err(e) => Check::new(
-                "signature",
-                e.ram_code(),
-                Outcome::Fail,
-                format!("{e} (JWKS at {shown}, from {source})"),
-            ),
-        }),
-        Err(e) => not_checked(format!("cannot fetch the JWKS: {e}")),
-    }
-}
-
 /// Runs every check and builds the report.
 pub async fn evaluate(args: &CheckArgs, token: &str, now: i64) -> Result<Report, CommandError> {
-    let claims = match jwt::decode_unverified(token) {
-        Ok(c) => c,
-        Err(e) => {
-            // The first check failed; the others cannot run.
-            let checks = CHECKS
-                .iter()
-                .map(|&(name, ram_code)| match name {
-                    "jwt" => Check::new(name, ram_code, Outcome::Fail, e.to_string()),
-                    _ => Check::new(
-                        name,
-                        ram_code,
-                        Outcome::Skipped,
-                        "the token could not be decoded".to_owned(),
-                    ),
-                })
-                .collect();
-            return Ok(Report {
-                token: None,
-                checks,
-                ok: false,
-            });
-        }
-    };
-    let mut checks = vec![Check::new(
-        "jwt",
-        code::INVALID,
-        Outcome::Pass,
-        "three base64url parts with a JSON header and payload".to_owned(),
-    )];
     let rules = Rules {
         issuer: args.issuer.as_deref(),
         audiences: &args.client_ids,
         issuance_limit_secs: args.issuance_limit.as_secs(),
         leeway_secs: IAT_LEEWAY_SECS,
     };
-    checks.extend(crate::ram::claim_checks(&claims, &rules, now));
-    checks.push(signature_check(args, token, &claims).await?);
-    let ok = !checks.iter().any(|c| c.result == Outcome::Fail);
-    Ok(Report {
-        token: Some(claims),
-        checks,
-        ok,
-    })
+    let http = args.http.config(AllowedOrigins::any());
+    let keys = Keys {
+        jwks_uri: args.jwks_uri.as_deref().map(|uri| (uri, "--jwks-uri")),
+        issuer_source: "--issuer",
+        http: &http,
+    };
+    check::evaluate(&rules, &keys, token, now)
+        .await
+        .map_err(|e| CommandError::Usage(e.to_string()))
 }
 
 fn validate(args: &CheckArgs) -> Result<(), CommandError> {
@@ -212,27 +104,13 @@ fn print_text(r: &Report) {
     }
     println!();
     for c in &r.checks {
-        let label = match c.result {
-            Outcome::Pass => "PASS",
-            Outcome::Fail => "FAIL",
-            Outcome::Skipped => "SKIP",
-            Outcome::Warning => "WARN",
-        };
+        let label = c.result.label();
         println!("{label} {:<14} {:<46} {}", c.name, c.ram_code, c.detail);
     }
     println!();
-    let failed: Vec<&str> = r
-        .checks
-        .iter()
-        .filter(|c| c.result == Outcome::Fail)
-        .map(|c| c.ram_code)
-        .collect();
+    let failed: Vec<&str> = r.failed().map(|c| c.ram_code).collect();
     if r.ok {
-        let not_run = r
-            .checks
-            .iter()
-            .filter(|c| matches!(c.result, Outcome::Skipped | Outcome::Warning))
-            .count();
+        let not_run = r.not_run();
         if not_run == 0 {
             println!("result: RAM would accept this token");
         } else {

@@ -10,6 +10,7 @@ pub mod check;
 pub mod controller;
 pub mod crd;
 pub mod dev;
+pub mod doctor;
 pub mod fingerprint;
 pub mod serve;
 pub mod token;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Print the SHA-1 certificate fingerprint(s) RAM's OIDC identity provider wants for an
     /// issuer URL; --compare plans a certificate rotation.
     Fingerprint(fingerprint::FingerprintArgs),
+    /// Explain one pod's or workload's credentials end to end, read-only: webhook routing,
+    /// dry-run injection, M2MToken, Secret, token checks, optionally STS.
+    Doctor(doctor::DoctorArgs),
     /// Wait until a token file holds a JWT valid for more than a minute (the init container).
     WaitForToken(wait::WaitArgs),
     /// Print the M2MToken CustomResourceDefinition as YAML.
@@ -166,7 +170,7 @@ impl HttpArgs {
     }
 }
 
-/// Output format of the operator commands (`check`, `fingerprint`, `assume-role`).
+/// Output format of the operator commands (`check`, `fingerprint`, `assume-role`, `doctor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -211,6 +215,13 @@ pub enum CommandError {
     /// A check or call failed, or a part of a long-running process stopped (exit status 1).
     #[error("{0}")]
     Failed(String),
+}
+
+impl CommandError {
+    /// Bad usage, with this message.
+    pub fn usage(m: impl Into<String>) -> Self {
+        CommandError::Usage(m.into())
+    }
 }
 
 impl From<crate::Error> for CommandError {
@@ -259,6 +270,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => exit_code(check::run(args).await, Terminal),
         Command::Fingerprint(args) => exit_code(fingerprint::run(args).await, Terminal),
         Command::AssumeRole(args) => exit_code(assume_role::run(args).await, Terminal),
+        Command::Doctor(args) => exit_code(doctor::run(args).await, Terminal),
         Command::Crd => exit_code(crd::run(), Terminal),
     }
 }

@@ -416,12 +416,7 @@ impl IdaasClient {
         let response = self
             .request_token_at(req, &endpoints.token_endpoint)
             .await?;
-        let expect = Expectations {
-            issuer: req.issuer.clone(),
-            audiences: vec![req.audience.clone()],
-            max_token_age_secs: req.max_token_age.as_secs(),
-            leeway_secs: crate::ram::claims::IAT_LEEWAY_SECS,
-        };
+        let expect = req.expectations();
         let claims = self
             .verify(
                 response.access_token.expose_secret(),

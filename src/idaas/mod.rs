@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: the HTTP client (discovery, token endpoint, JWKS cache).
 //! - [`jwt`]: pure token checks (claims and signature), named by RAM's error codes.
+//! - [`check`]: every check RAM applies to one token, as a report (`check`, `doctor`).
 //! - [`error`]: typed errors that say permanent or transient.
 //! - [`allow`]: the origins requests may go to (`--allowed-issuers`), checked before every request.
 //!
@@ -11,6 +12,7 @@
 
 pub mod allow;
 pub(crate) mod cache;
+pub mod check;
 pub mod client;
 pub mod error;
 pub mod jwt;
@@ -87,6 +89,12 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
+    /// What the token must satisfy: [`Expectations::new`] of the issuer, the audience and the
+    /// maximum token age.
+    pub fn expectations(&self) -> crate::ram::Expectations {
+        crate::ram::Expectations::new(&self.issuer, &self.audience, self.max_token_age)
+    }
+
     /// The `scope` form field: `"<audience>|<scope>"` joined by spaces.
     pub fn scope_string(&self) -> String {
         self.scopes

@@ -40,6 +40,18 @@ pub struct Rules<'a> {
 }
 
 impl Expectations {
+    /// What the projector enforces on an M2MToken's token (and `doctor` checks the token in its
+    /// Secret against): `iss` is `spec.issuer`, `aud` contains `spec.audience`, issued within
+    /// `maxTokenAge`, with RAM's clock skew.
+    pub fn new(issuer: &str, audience: &str, max_token_age: std::time::Duration) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            audiences: vec![audience.to_owned()],
+            max_token_age_secs: max_token_age.as_secs(),
+            leeway_secs: IAT_LEEWAY_SECS,
+        }
+    }
+
     /// Every check enforced.
     pub fn rules(&self) -> Rules<'_> {
         Rules {
@@ -61,6 +73,18 @@ pub enum Outcome {
     Skipped,
     /// Could not be run although RAM will run it (the signature, when no JWKS was available).
     Warning,
+}
+
+impl Outcome {
+    /// `PASS`, `FAIL`, `SKIP`, `WARN`: how `check` and `doctor` print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Skipped => "SKIP",
+            Outcome::Warning => "WARN",
+        }
+    }
 }
 
 /// One check, named by RAM's error code for it.

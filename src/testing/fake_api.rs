@@ -6,7 +6,8 @@
 //! `continue`), equality label selectors (`a=b`, `a`), creates (`POST`, with `generateName`; a
 //! `dryRun=All` create stores nothing and can be answered by a hook, as an admission webhook
 //! would), merge patches of an object or its `status`, and refusals (403) set per method and
-//! path. No field selectors, no server-side apply.
+//! path. No field selectors, no server-side apply. [`FakeApi::client`] answers in process;
+//! [`FakeApi::serve`] listens on a local port for another process.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -125,6 +126,20 @@ impl FakeApi {
             .fallback(answer)
             .with_state(self.shared.clone());
         kube::Client::new(router, "default")
+    }
+
+    /// Serves this API over plain HTTP on 127.0.0.1 (a free port) for as long as the runtime
+    /// runs: its URL, for a kubeconfig (processes started by a test, such as `doctor`).
+    pub async fn serve(&self) -> String {
+        let router = axum::Router::new()
+            .fallback(answer)
+            .with_state(self.shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port on 127.0.0.1");
+        let addr = listener.local_addr().expect("the bound address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
     }
 
     /// Creates or replaces an object in `collection` and tells the watches.

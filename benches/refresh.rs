@@ -15,7 +15,7 @@ use idaas_projector::controller::reconcile::reconcile;
 use idaas_projector::crd::{ClientAuth, ClientAuthMethod, M2MToken, M2MTokenSpec, SecretKeyRef};
 use idaas_projector::idaas::IdaasClient;
 use idaas_projector::testing::{
-    emulator, fake_kube, http_config, install_provider, not_found, reconcile_context,
+    bench_arg, emulator, fake_kube, http_config, install_provider, not_found, reconcile_context,
 };
 use serde_json::json;
 
@@ -25,15 +25,6 @@ struct Counts {
     status_patches: AtomicUsize,
     gets: AtomicUsize,
     events: AtomicUsize,
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn token(i: usize, issuer: &str) -> M2MToken {
@@ -69,9 +60,9 @@ fn token(i: usize, issuer: &str) -> M2MToken {
 
 fn main() {
     install_provider();
-    let n = arg("--tokens", 1000) as usize;
-    let latency = Duration::from_millis(arg("--latency-ms", 50));
-    let concurrency = arg("--concurrency", 16) as usize;
+    let n = bench_arg("--tokens", 1000) as usize;
+    let latency = Duration::from_millis(bench_arg("--latency-ms", 50));
+    let concurrency = bench_arg("--concurrency", 16) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

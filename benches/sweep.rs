@@ -16,7 +16,7 @@ use idaas_projector::controller::sweep::{PAGE_SIZE, SweepSettings, Sweeper};
 use idaas_projector::crd::M2MToken;
 use idaas_projector::idaas::{HttpConfig, IdaasClient};
 use idaas_projector::testing::fake_api::FakeApi;
-use idaas_projector::testing::reconcile_context;
+use idaas_projector::testing::{bench_arg, reconcile_context};
 use idaas_projector::webhook::mutate::{
     AccountLookup, MutateConfig, Mutation, Scope, TokenDefaults, TokenLookup, classify, mutate,
 };
@@ -48,15 +48,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const NAMESPACES: usize = 20;
 const ROLE: &str = "acs:ram::1234567890123456:role/app";
@@ -283,8 +274,8 @@ fn mib(bytes: usize) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let pods = arg("--pods", 10_000);
-    let runs = arg("--runs", 3);
+    let pods = bench_arg("--pods", 10_000);
+    let runs = bench_arg("--runs", 3);
     for n in [pods / 5, pods] {
         let f = measure(n, runs).await;
         println!(

@@ -35,6 +35,17 @@ use crate::emulator::idaas::{EmulatorConfig, IdaasEmulator};
 use crate::idaas::{AllowedOrigins, HttpConfig, IdaasClient};
 use crate::metrics::Metrics;
 
+/// A bench's numeric flag `name VALUE` from the command line (`cargo bench --bench B -- --n 5`),
+/// else `default`.
+pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Makes aws-lc-rs the process's rustls provider (once; later calls do nothing).
 pub fn install_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -3,7 +3,8 @@
 # the golden admission cases (RFC 6902 patches applied with `jsonpatch`, the mutated pods
 # validated with `kubernetes-validate --strict` against Kubernetes 1.33), and the Helm chart,
 # manifest and Dockerfile checks of scripts/check-chart.sh. The official Python and Node.js
-# credentials SDKs obtain credentials from `idaas-projector dev`.
+# credentials SDKs obtain credentials from `idaas-projector dev`, and so does every README block
+# marked runnable (scripts/check_readme.py).
 #
 # Needs: a Rust toolchain, python3 with venv, node with npm, and unzip. Python packages go into
 # ./.venv, the Node.js SDK into tests/node/node_modules (from its package-lock.json), and helm
@@ -50,6 +51,9 @@ if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-pack
 fi
 cargo build --locked --quiet
 node tests/node/sdk_dev_test.mjs target/debug/idaas-projector
+
+step "README: every block marked <!-- ci: run --> runs as written against \`idaas-projector dev\`"
+.venv/bin/python scripts/check_readme.py target/debug/idaas-projector
 
 step "Helm chart, manifests and Dockerfile: lint, renderings, kubernetes-validate, checkov"
 ./scripts/check-chart.sh

@@ -104,9 +104,9 @@ fn std_args(emu: &IdaasEmulator) -> Vec<String> {
     vec![
         "--issuer".into(),
         emu.issuer(),
-        "--client-id".into(),
+        "--audience".into(),
         "other_client".into(),
-        "--client-id".into(),
+        "--audience".into(),
         AUD.into(),
     ]
 }
@@ -294,7 +294,7 @@ async fn bad_usage_exits_2() {
     let emu = emulator().await;
     let t = token(&emu, None).await;
     let many: Vec<String> = (0..51)
-        .flat_map(|i| ["--client-id".to_owned(), format!("c{i}")])
+        .flat_map(|i| ["--audience".to_owned(), format!("c{i}")])
         .collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(check(&t, &many, false).await.code(), Some(2));
@@ -311,4 +311,46 @@ async fn bad_usage_exits_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audience_flag_its_alias_and_the_app_id_hint() {
+    let emu = emulator().await;
+    let t = token(&emu, None).await;
+    // --client-id (RAM's name for it) is an alias of --audience; both may be mixed.
+    let r = check(&t, &["--client-id", "other", "--audience", AUD], true).await;
+    assert_eq!(r.code(), Some(0), "{}", r.stdout());
+    let r = check(&t, &["--client-id", AUD], true).await;
+    assert_eq!(r.code(), Some(0), "{}", r.stdout());
+
+    // The M2M application's ID where RAM wants an audience: AudienceNotMatch with a hint naming
+    // the token's aud, in text and in JSON.
+    let r = check(&t, &["--audience", CLIENT], false).await;
+    assert_eq!(r.code(), Some(1));
+    let out = r.stdout();
+    assert!(out.contains("AudienceNotMatch"), "{out}");
+    assert!(
+        out.contains("\"app_check\" looks like an IDaaS M2M application ID")
+            && out.contains("[\"api://check\"]")
+            && out.contains("pass it to --audience"),
+        "{out}"
+    );
+    let r = check(&t, &["--client-id", CLIENT], true).await;
+    let v = r.json.as_ref().unwrap();
+    let detail = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "audience")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("looks like an IDaaS M2M application ID"),
+        "{detail}"
+    );
+
+    // An empty --audience is bad usage.
+    assert_eq!(check(&t, &["--audience", ""], false).await.code(), Some(2));
 }

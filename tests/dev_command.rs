@@ -29,21 +29,28 @@ struct Dev {
 
 impl Dev {
     fn start() -> Self {
+        Self::start_with(&["--token-lifetime", "15s"])
+    }
+
+    /// `dev` with these extra flags; its stderr goes to `stderr.log` beside `dev.json`.
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let sts_https_port = free_port();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_idaas-projector"))
             .arg("dev")
             .arg("--dir")
             .arg(dir.path())
-            .args(["--token-lifetime", "15s"])
+            .args(extra)
             .args(["--listen", &addr(free_port())])
             .args(["--admin-listen", &addr(free_port())])
             .args(["--idaas-listen", &addr(free_port())])
             .args(["--sts-listen", &addr(free_port())])
             .env("IDAAS_PROJECTOR_STS_HTTPS_LISTEN", addr(sts_https_port))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
+            .env_remove("IDAAS_PROJECTOR_TOKEN_LIFETIME")
             .spawn()
             .unwrap();
         Self {
@@ -51,6 +58,10 @@ impl Dev {
             dir,
             sts_https_port,
         }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap()
     }
 
     /// `dev.json` once written, and the token file once it holds a token.
@@ -191,4 +202,28 @@ async fn dev_serves_sts_over_https_with_the_ca_in_ca_pem() {
 
     let status = dev.interrupt().await;
     assert_eq!(status.code(), Some(0), "Ctrl-C stops dev cleanly");
+}
+
+/// `dev` does not warn about its own default token lifetime; a lifetime chosen too short for
+/// `wait-for-token` is still warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_warns_only_about_a_lifetime_it_was_given() {
+    let mut dev = Dev::start_with(&[]);
+    let (info, _) = dev.info_and_token().await;
+    assert!(dev.interrupt().await.success());
+    let log = dev.stderr();
+    assert!(
+        !log.contains("WARN"),
+        "dev warned with its own defaults:\n{log}"
+    );
+    assert!(info["token_file"].is_string());
+
+    let mut dev = Dev::start_with(&["--token-lifetime", "90s"]);
+    dev.info_and_token().await;
+    assert!(dev.interrupt().await.success());
+    let log = dev.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("wait-for-token wants a token valid"),
+        "{log}"
+    );
 }

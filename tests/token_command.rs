@@ -165,6 +165,30 @@ async fn failures_exit_one_and_bad_usage_exits_two() {
     let out = output(c).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("client secret"));
+
+    // The secret given twice (a file and the environment variable): refused before any request,
+    // naming both sources and neither value.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "other-secret\n").unwrap();
+    let before = emu.token_requests();
+    let mut c = token_cmd(&emu);
+    c.arg("--client-secret-file").arg(&file);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--client-secret-file") && stderr.contains("one way only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET) && !stderr.contains("other-secret"));
+    assert_eq!(emu.token_requests(), before, "a request was sent");
+    // The file alone works.
+    let mut c = token_cmd(&emu);
+    c.env_remove("IDAAS_PROJECTOR_CLIENT_SECRET");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    c.arg("--client-secret-file").arg(&file);
+    assert_eq!(output(c).await.status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

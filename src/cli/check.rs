@@ -24,13 +24,16 @@ pub struct CheckArgs {
     /// The issuer URL RAM's OIDC IdP is configured with; `iss` must equal it.
     #[arg(long, env = "IDAAS_PROJECTOR_ISSUER")]
     pub issuer: Option<String>,
-    /// A client ID of RAM's OIDC IdP (repeat, up to 50); `aud` must contain one of them.
+    /// A Client ID of RAM's OIDC IdP, that is an audience the token must carry (the IDaaS
+    /// resource server's identifier, e.g. api://payments; not the M2M application's app_... ID);
+    /// repeat, up to 50; `aud` must contain one of them. `--client-id` is an alias (RAM's name).
     #[arg(
-        long = "client-id",
-        env = "IDAAS_PROJECTOR_CLIENT_IDS",
+        long = "audience",
+        visible_alias = "client-id",
+        env = "IDAAS_PROJECTOR_AUDIENCES",
         value_delimiter = ','
     )]
-    pub client_ids: Vec<String>,
+    pub audiences: Vec<String>,
     /// RAM's "earliest issuance time allowed" (1h..168h).
     #[arg(long, env = "IDAAS_PROJECTOR_ISSUANCE_LIMIT", default_value = "12h", value_parser = parse_duration)]
     pub issuance_limit: Duration,
@@ -48,7 +51,7 @@ pub struct CheckArgs {
 pub async fn evaluate(args: &CheckArgs, token: &str, now: i64) -> Result<Report, CommandError> {
     let rules = Rules {
         issuer: args.issuer.as_deref(),
-        audiences: &args.client_ids,
+        audiences: &args.audiences,
         issuance_limit_secs: args.issuance_limit.as_secs(),
         leeway_secs: IAT_LEEWAY_SECS,
     };
@@ -70,15 +73,15 @@ fn validate(args: &CheckArgs) -> Result<(), CommandError> {
             "--issuance-limit must be between 1h and 168h (RAM's range)".to_owned(),
         ));
     }
-    if args.client_ids.len() > MAX_CLIENT_IDS {
+    if args.audiences.len() > MAX_CLIENT_IDS {
         return Err(CommandError::Usage(format!(
-            "{} --client-id values given; RAM's OIDC IdP holds at most {MAX_CLIENT_IDS}",
-            args.client_ids.len()
+            "{} --audience values given; RAM's OIDC IdP holds at most {MAX_CLIENT_IDS} Client IDs",
+            args.audiences.len()
         )));
     }
-    if args.client_ids.iter().any(|c| c.trim().is_empty()) {
+    if args.audiences.iter().any(|c| c.trim().is_empty()) {
         return Err(CommandError::Usage(
-            "--client-id must not be empty".to_owned(),
+            "--audience must not be empty".to_owned(),
         ));
     }
     if let Some(i) = &args.issuer

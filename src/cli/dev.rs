@@ -41,9 +41,10 @@ pub struct DevArgs {
     /// Where the token file, the webhook CA (ca.pem) and dev.json (every endpoint) go.
     #[arg(long, env = "IDAAS_PROJECTOR_DIR", default_value = ".idaas-projector")]
     pub dir: PathBuf,
-    /// Lifetime of the emulated tokens; the projector refreshes at 2/3 of it.
-    #[arg(long, env = "IDAAS_PROJECTOR_TOKEN_LIFETIME", default_value = "120s", value_parser = parse_duration)]
-    pub token_lifetime: Duration,
+    /// Lifetime of the emulated tokens (default 120s, so that a refresh shows within a minute
+    /// and a half); the projector refreshes at 2/3 of it.
+    #[arg(long, env = "IDAAS_PROJECTOR_TOKEN_LIFETIME", value_parser = parse_duration)]
+    pub token_lifetime: Option<Duration>,
     /// The webhook (HTTPS).
     #[arg(long, env = "IDAAS_PROJECTOR_LISTEN", default_value = "127.0.0.1:9443")]
     pub listen: SocketAddr,
@@ -113,12 +114,25 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
+/// `dev`'s default token lifetime: short, so that a refresh shows within a minute and a half.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
+
+impl DevArgs {
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME)
+    }
+}
+
 type Stop = Shared<BoxFuture<'static, ()>>;
 
 /// Runs `dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     std::fs::create_dir_all(&args.dir).map_err(|x| err("cannot create --dir", x))?;
-    warn_if_too_short(args.token_lifetime);
+    // The default is dev's own choice, made for watching refreshes; only a lifetime the user
+    // chose is worth a warning.
+    if let Some(lifetime) = args.token_lifetime {
+        warn_if_too_short(lifetime);
+    }
     let dir = absolute(&args.dir);
     let client_secret = format!("dev-{:032x}", fastrand::u128(..));
     let cluster =
@@ -186,7 +200,7 @@ pub async fn run(args: DevArgs) -> Result<(), CommandError> {
     let info_file = dir.join("dev.json");
     let info_text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
     write_atomically(&info_file, info_text.as_bytes()).map_err(|x| err("dev.json", x))?;
-    print_banner(&info, &info_file, args.token_lifetime);
+    print_banner(&info, &info_file, args.token_lifetime());
 
     crate::process::shutdown_signal().await;
     tracing::info!("stopping");
@@ -238,7 +252,7 @@ async fn start_emulators(
             client_secret: client_secret.to_owned(),
             audience: AUDIENCE.to_owned(),
             scopes_granted: vec![".all".to_owned()],
-            token_lifetime: args.token_lifetime,
+            token_lifetime: args.token_lifetime(),
             client_public_key_pem: None,
             federated_credentials,
         },

@@ -53,7 +53,7 @@ pub struct TokenArgs {
         default_value = "client_secret_post"
     )]
     pub auth_method: AuthMethod,
-    /// File holding the client secret (a trailing newline is ignored); takes precedence over
+    /// File holding the client secret (a trailing newline is ignored); not together with
     /// --client-secret / IDAAS_PROJECTOR_CLIENT_SECRET.
     #[arg(long, env = "IDAAS_PROJECTOR_CLIENT_SECRET_FILE")]
     pub client_secret_file: Option<PathBuf>,
@@ -117,7 +117,12 @@ fn request(args: &TokenArgs) -> Result<TokenRequest, CommandError> {
     }
     let secret = || -> Result<SecretString, CommandError> {
         match (&args.client_secret_file, &args.client_secret) {
-            (Some(path), _) => read_secret_file(path, "client secret"),
+            (Some(_), Some(_)) => Err(CommandError::Usage(
+                "the client secret is given twice, by --client-secret-file and by --client-secret \
+                 (or IDAAS_PROJECTOR_CLIENT_SECRET): give it one way only, preferably the file"
+                    .to_owned(),
+            )),
+            (Some(path), None) => read_secret_file(path, "client secret"),
             (None, Some(s)) if !s.trim().is_empty() => Ok(SecretString::from(s.trim().to_owned())),
             _ => Err(CommandError::Usage(
                 "a client secret is needed: --client-secret-file FILE or IDAAS_PROJECTOR_CLIENT_SECRET"

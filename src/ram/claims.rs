@@ -30,7 +30,7 @@ pub struct Expectations {
 }
 
 /// What the checks compare with; `None` or empty skips that check (`check` without
-/// `--issuer` or `--client-id`).
+/// `--issuer` or `--audience`).
 #[derive(Debug, Clone, Copy)]
 pub struct Rules<'a> {
     pub issuer: Option<&'a str>,
@@ -214,7 +214,7 @@ fn audience(claims: &TokenClaims, audiences: &[String]) -> Check {
         return Check::skipped(
             "audience",
             format!(
-                "no --client-id given (the token's aud is {:?}; RAM requires one of the IdP's client IDs)",
+                "no --audience given (the token's aud is {:?}; RAM requires one of the IdP's Client IDs)",
                 claims.aud
             ),
         );
@@ -228,11 +228,24 @@ fn audience(claims: &TokenClaims, audiences: &[String]) -> Check {
                 want: audiences.join(", "),
             },
             format!(
-                "aud {:?} contains none of the client IDs {:?}",
-                claims.aud, audiences
+                "aud {:?} contains none of the client IDs {:?}{}",
+                claims.aud,
+                audiences,
+                app_id_hint(audiences, &claims.aud).unwrap_or_default()
             ),
         ),
     }
+}
+
+/// An IDaaS M2M application ID (`app_...`, the token's client) given where RAM wants an
+/// audience: the usual mix-up between IDaaS's client ID and RAM's "Client ID".
+fn app_id_hint(audiences: &[String], aud: &[String]) -> Option<String> {
+    let app = audiences.iter().find(|a| a.starts_with("app_"))?;
+    Some(format!(
+        "; {app:?} looks like an IDaaS M2M application ID: RAM's Client ID is an audience the \
+         token carries in aud (the resource server's identifier, here {aud:?}); add that to the \
+         OIDC provider's Client IDs and pass it to --audience"
+    ))
 }
 
 fn expiry(claims: &TokenClaims, now: i64) -> Check {
@@ -378,6 +391,34 @@ mod tests {
             Err(CheckError::IssuedInFuture { iat: 2100 })
         );
         assert_eq!(check_claims(&claims(), &expect, 1500), Ok(()));
+    }
+
+    #[test]
+    fn an_app_id_given_as_audience_gets_a_hint() {
+        let app = ["app_payments".to_owned()];
+        let c = audience(&claims(), &app);
+        assert_eq!(c.result, Outcome::Fail);
+        assert!(
+            c.detail.contains("looks like an IDaaS M2M application ID")
+                && c.detail.contains(r#"["a"]"#),
+            "{}",
+            c.detail
+        );
+        // An audience that is not an app ID: no hint.
+        let other = ["api://other".to_owned()];
+        assert!(
+            !audience(&claims(), &other)
+                .detail
+                .contains("application ID")
+        );
+        // An app ID the token does carry in aud passes, with no hint.
+        let token = TokenClaims {
+            aud: vec!["app_payments".into()],
+            ..claims()
+        };
+        let c = audience(&token, &app);
+        assert_eq!(c.result, Outcome::Pass);
+        assert!(!c.detail.contains("application ID"));
     }
 
     #[test]

@@ -99,7 +99,9 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
             None => seccomp_ok(psc),
         };
         if !seccomp {
-            bad.push(format!("container {name}: no RuntimeDefault or Localhost seccompProfile"));
+            bad.push(format!(
+                "container {name}: no RuntimeDefault or Localhost seccompProfile"
+            ));
         }
     }
     bad
@@ -133,7 +135,10 @@ fn container_violations(name: &str, c: &Value, sc: &Value) -> Vec<String> {
         fail("hostProcess");
     }
     let ports = c["ports"].as_array().into_iter().flatten();
-    if ports.into_iter().any(|p| p["hostPort"].as_i64().unwrap_or(0) != 0) {
+    if ports
+        .into_iter()
+        .any(|p| p["hostPort"].as_i64().unwrap_or(0) != 0)
+    {
         fail("a hostPort");
     }
     bad
@@ -150,14 +155,23 @@ fn the_profile_check_finds_what_restricted_refuses() {
     assert_eq!(restricted_violations(&ok), Vec::<String>::new());
     let breaks: [(&str, Value); 7] = [
         ("/spec/hostNetwork", json!(true)),
-        ("/spec/volumes/0", json!({"name": "h", "hostPath": {"path": "/"}})),
+        (
+            "/spec/volumes/0",
+            json!({"name": "h", "hostPath": {"path": "/"}}),
+        ),
         ("/spec/securityContext/runAsNonRoot", json!(false)),
-        ("/spec/securityContext/seccompProfile/type", json!("Unconfined")),
+        (
+            "/spec/securityContext/seccompProfile/type",
+            json!("Unconfined"),
+        ),
         (
             "/spec/containers/0/securityContext/allowPrivilegeEscalation",
             json!(true),
         ),
-        ("/spec/containers/0/securityContext/capabilities/drop", json!([])),
+        (
+            "/spec/containers/0/securityContext/capabilities/drop",
+            json!([]),
+        ),
         ("/spec/containers/0/securityContext/runAsUser", json!(0)),
     ];
     for (path, value) in breaks {
@@ -229,13 +243,19 @@ fn pod_of(deployment: &Value) -> Value {
     let template = &deployment["spec"]["template"];
     let mut metadata = template["metadata"].clone();
     metadata["namespace"] = deployment["metadata"]["namespace"].clone();
-    metadata["generateName"] = json!(format!("{}-", deployment["metadata"]["name"].as_str().unwrap()));
+    metadata["generateName"] = json!(format!(
+        "{}-",
+        deployment["metadata"]["name"].as_str().unwrap()
+    ));
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
 }
 
 fn assert_restricted(what: &str, pod: &Value) {
     let bad = restricted_violations(pod);
-    assert!(bad.is_empty(), "{what} is not restricted: {bad:#?}\n{pod:#}");
+    assert!(
+        bad.is_empty(),
+        "{what} is not restricted: {bad:#?}\n{pod:#}"
+    );
 }
 
 #[test]
@@ -263,8 +283,12 @@ fn the_smoke_test_pod_is_restricted_before_and_after_injection() {
 
 #[test]
 fn the_example_workloads_are_restricted_before_and_after_injection() {
-    let token = token_defaults(&of_kind(&documents("manifests/examples/m2mtoken.yaml"), "M2MToken")[0]);
-    let deployment = &of_kind(&documents("manifests/examples/deployment.yaml"), "Deployment")[0];
+    let token =
+        token_defaults(&of_kind(&documents("manifests/examples/m2mtoken.yaml"), "M2MToken")[0]);
+    let deployment = &of_kind(
+        &documents("manifests/examples/deployment.yaml"),
+        "Deployment",
+    )[0];
     let pod = pod_of(deployment);
     assert_restricted("deployment.yaml's pod", &pod);
     let (injected, _) = inject(&pod, &Scope::pod_only(Some("shop")), &token);
@@ -288,7 +312,10 @@ fn the_example_workloads_are_restricted_before_and_after_injection() {
     let pod = pod_of(&of_kind(&docs, "Deployment")[0]);
     assert_restricted("serviceaccount-opt-in.yaml's pod", &pod);
     let (injected, _) = inject(&pod, &scope, &token);
-    assert_restricted("serviceaccount-opt-in.yaml's pod after injection", &injected);
+    assert_restricted(
+        "serviceaccount-opt-in.yaml's pod after injection",
+        &injected,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +356,10 @@ fn expand_follows_kubernetes() {
 }
 
 /// A token for `audience` from the IDaaS emulator.
-async fn emulator_token(idaas: &idaas_projector::emulator::idaas::IdaasEmulator, audience: &str) -> String {
+async fn emulator_token(
+    idaas: &idaas_projector::emulator::idaas::IdaasEmulator,
+    audience: &str,
+) -> String {
     let answer: Value = reqwest::Client::new()
         .post(idaas.token_endpoint())
         .form(&[
@@ -357,7 +387,12 @@ async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
         .as_array()
         .expect("injected variables")
         .iter()
-        .map(|v| (v["name"].as_str().unwrap().to_owned(), v["value"].as_str().unwrap().to_owned()))
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let args: Vec<&str> = container["args"]
         .as_array()
@@ -365,15 +400,23 @@ async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert_eq!(args[0], "assume-role", "the image's entrypoint is the binary");
+    assert_eq!(
+        args[0], "assume-role",
+        "the image's entrypoint is the binary"
+    );
     for arg in &args {
         let expanded = expand(arg, &env);
-        assert!(!expanded.contains("$("), "{arg} names a variable the webhook does not inject");
+        assert!(
+            !expanded.contains("$("),
+            "{arg} names a variable the webhook does not inject"
+        );
     }
 
     // The emulators stand in for IDaaS and RAM; the pod's token file for the mounted one.
     let audience = token["spec"]["audience"].as_str().unwrap();
-    let idaas = idaas_projector::testing::emulator("app_xxx", "smoke", audience, Duration::from_secs(600)).await;
+    let idaas =
+        idaas_projector::testing::emulator("app_xxx", "smoke", audience, Duration::from_secs(600))
+            .await;
     let sts = StsEmulator::start(StsConfig {
         issuer: idaas.issuer(),
         jwks_uri: idaas.jwks_uri(),
@@ -382,11 +425,17 @@ async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
     })
     .await
     .unwrap();
-    assert_eq!(Some(sts.oidc_provider_arn().as_str()), token["spec"]["oidcProviderArn"].as_str());
+    assert_eq!(
+        Some(sts.oidc_provider_arn().as_str()),
+        token["spec"]["oidcProviderArn"].as_str()
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, emulator_token(&idaas, audience).await).unwrap();
-    env.insert(mutate::env::OIDC_TOKEN_FILE.to_owned(), file.display().to_string());
+    env.insert(
+        mutate::env::OIDC_TOKEN_FILE.to_owned(),
+        file.display().to_string(),
+    );
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_idaas-projector"));
     command
@@ -397,7 +446,12 @@ async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in [
         "assumed role:    acs:ram::1234567890123456:assumed-role/payments/shop.smoke-test",
         "AccessKeyId:     STS.NT***",

@@ -44,7 +44,10 @@ fn source_text() -> String {
     let mut text = String::new();
     for file in files {
         let code = std::fs::read_to_string(&file).unwrap();
-        let code = code.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        let code = code
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
         for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
             text.push_str(line);
             text.push('\n');
@@ -108,9 +111,14 @@ fn read_list(page: &str) -> (Vec<Entry>, Vec<String>) {
     let mut block: Option<Vec<String>> = None;
     let mut paragraph = String::new();
     let mut spans = Vec::new();
-    let mut flush = |paragraph: &mut String, spans: &mut Vec<String>| {
-        assert!(paragraph.matches('`').count() % 2 == 0, "unbalanced ` in: {paragraph}");
-        let varying = code_spans(paragraph).into_iter().filter(|s| s.contains(VARIES));
+    let flush = |paragraph: &mut String, spans: &mut Vec<String>| {
+        assert!(
+            paragraph.matches('`').count().is_multiple_of(2),
+            "unbalanced ` in: {paragraph}"
+        );
+        let varying = code_spans(paragraph)
+            .into_iter()
+            .filter(|s| s.contains(VARIES));
         spans.extend(varying.map(str::to_owned));
         paragraph.clear();
     };
@@ -173,12 +181,21 @@ fn every_listed_message_is_in_the_source() {
 fn every_heading_has_a_message_and_every_example_shows_one() {
     let (entries, _) = read_list(&page());
     for entry in &entries {
-        assert!(!entry.messages.is_empty(), "no `message` in the heading {:?}", entry.heading);
+        assert!(
+            !entry.messages.is_empty(),
+            "no `message` in the heading {:?}",
+            entry.heading
+        );
         for block in &entry.blocks {
             let shown = block
                 .iter()
                 .any(|line| entry.messages.iter().any(|m| shows(line, m)));
-            assert!(shown, "{:?}: the example shows none of its messages:\n{}", entry.heading, block.join("\n"));
+            assert!(
+                shown,
+                "{:?}: the example shows none of its messages:\n{}",
+                entry.heading,
+                block.join("\n")
+            );
         }
     }
 }
@@ -209,7 +226,11 @@ fn every_link_within_the_page_has_its_heading() {
         } else if !fenced && line.starts_with('#') {
             let a = anchor(line.trim_start_matches('#').trim());
             let count = seen.entry(a.clone()).or_default();
-            anchors.push(if *count == 0 { a } else { format!("{a}-{count}") });
+            anchors.push(if *count == 0 {
+                a
+            } else {
+                format!("{a}-{count}")
+            });
             *count += 1;
         }
     }
@@ -219,7 +240,10 @@ fn every_link_within_the_page_has_its_heading() {
         .map(|rest| rest.split(')').next().unwrap())
         .collect();
     assert!(links.len() > 10, "{links:?}");
-    let broken: Vec<&&str> = links.iter().filter(|l| !anchors.iter().any(|a| a == *l)).collect();
+    let broken: Vec<&&str> = links
+        .iter()
+        .filter(|l| !anchors.iter().any(|a| a == *l))
+        .collect();
     assert!(broken.is_empty(), "{PAGE}: links to no heading: {broken:?}");
 }
 
@@ -230,11 +254,20 @@ fn the_checks_catch_drift() {
         "no usable token in /t after 5m: the file is missing",
         "no usable token in … after …: the file is …"
     ));
-    assert!(!shows("the file is missing after 5m", "… after …: the file is …"));
+    assert!(!shows(
+        "the file is missing after 5m",
+        "… after …: the file is …"
+    ));
     assert_eq!(parts("… is not … name"), [" is not ", " name"]);
     assert_eq!(code_spans("a `b` c `d …`"), ["b", "d …"]);
-    assert_eq!(anchor("The init container (`idaas-projector-wait`)"), "the-init-container-idaas-projector-wait");
-    assert_eq!(anchor("3. Does RAM accept it? `assume-role`"), "3-does-ram-accept-it-assume-role");
+    assert_eq!(
+        anchor("The init container (`idaas-projector-wait`)"),
+        "the-init-container-idaas-projector-wait"
+    );
+    assert_eq!(
+        anchor("3. Does RAM accept it? `assume-role`"),
+        "3-does-ram-accept-it-assume-role"
+    );
     // A continuation inside a literal is joined as the compiler joins it.
     assert!(join_continuations(source).contains(": the file is {state}"));
 }

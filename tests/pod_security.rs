@@ -377,29 +377,32 @@ async fn emulator_token(
     answer["access_token"].as_str().expect("a token").to_owned()
 }
 
+/// A container's variables (those with a `value`) and its args.
+fn env_and_args(container: &Value) -> (BTreeMap<String, String>, Vec<String>) {
+    let env = container["env"].as_array().expect("injected variables");
+    let env = env
+        .iter()
+        .filter_map(|v| {
+            Some((
+                v["name"].as_str()?.to_owned(),
+                v["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let args = container["args"].as_array().expect("args");
+    let args = args
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    (env, args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
     let pod = documents(SMOKE_TEST).remove(0);
     let token = &of_kind(&documents("manifests/examples/m2mtoken.yaml"), "M2MToken")[0];
     let (injected, _) = inject(&pod, &Scope::pod_only(Some("shop")), &token_defaults(token));
-    let container = &injected["spec"]["containers"][0];
-    let mut env: BTreeMap<String, String> = container["env"]
-        .as_array()
-        .expect("injected variables")
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_owned(),
-                v["value"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let (mut env, args) = env_and_args(&injected["spec"]["containers"][0]);
     assert_eq!(
         args[0], "assume-role",
         "the image's entrypoint is the binary"

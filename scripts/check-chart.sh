@@ -520,15 +520,16 @@ def sent_by(ns_name, ns_labels, pod_labels, annotations):
             if selects(h.get("namespaceSelector"), ns_labels) and selects(h.get("objectSelector"), pod_labels)
             and conditions(h, annotations)]
 
-# routing.py CASE RENDERING EXAMPLE WANT...: the pods of each workload in EXAMPLE (in its
+# routing.py CASE RENDERING EXAMPLE WANT...: each Pod in EXAMPLE, and the pods of each workload (in its
 # namespace, with the labels of that namespace if EXAMPLE creates it) go to the entries WANT.
 if examples:
     docs = [d for d in yaml.safe_load_all(open(examples[0])) if d]
     ns_labels = {d["metadata"]["name"]: d["metadata"].get("labels", {}) for d in docs if d["kind"] == "Namespace"}
-    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    workloads = [d for d in docs if d["kind"] in ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Job")]
     bad = []
     for d in workloads:
-        ns, tmpl = d["metadata"]["namespace"], d["spec"]["template"]["metadata"]
+        ns = d["metadata"]["namespace"]
+        tmpl = d["metadata"] if d["kind"] == "Pod" else d["spec"]["template"]["metadata"]
         got = sent_by(ns, ns_labels.get(ns, {}), tmpl.get("labels", {}), tmpl.get("annotations", {}))
         print(f"{d['kind']}/{ns}/{d['metadata']['name']}: sent to {got or 'no entry'}")
         if got != examples[1:]:
@@ -663,7 +664,7 @@ for c in "${CASES[@]}"; do
 done
 check "kubernetes-validate --strict -k 1.33.0: manifests/install.yaml" validate manifests/install.yaml 1.33.0
 check "kubernetes-validate --strict -k 1.28.0: manifests/install.yaml" validate manifests/install.yaml 1.28.0
-for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml; do
+for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml manifests/examples/smoke-test.yaml; do
   check "kubernetes-validate --strict -k 1.33.0: $f" validate "$f" 1.33.0
 done
 # The examples' workloads reach the entry they are written for, with the chart's defaults (1.33)
@@ -672,6 +673,10 @@ check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-proje
   "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
 check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
   "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/smoke-test.yaml goes to m2m-token.idaas-projector.io" \
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/smoke-test.yaml m2m-token.idaas-projector.io
+check "routing: manifests/examples/smoke-test.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/smoke-test.yaml m2m-token.idaas-projector.io
 check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io" \
   "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
 check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io (kube 1.27)" \

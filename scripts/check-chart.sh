@@ -19,7 +19,11 @@
 #     validated against the CRD's own openAPIV3Schema instead), cert-manager.io (Issuer, Certificate) and
 #     monitoring.coreos.com (ServiceMonitor). Any other kind without a schema fails the check;
 #   - charts/idaas-projector/crds/m2mtokens.yaml equals `idaas-projector crd`;
-#   - manifests/install.yaml equals a fresh scripts/render-manifests.sh;
+#   - manifests/install.yaml equals a fresh scripts/render-manifests.sh, and its header's one
+#     substitution of REGISTRY sets every image reference;
+#   - rendering without image.repository (it has no default) fails with a message saying what
+#     to set;
+#   - the files of manifests/examples apply in name order on a fresh cluster (the Namespace first);
 #   - checkov over every rendering and the Dockerfile: no failed check beyond the skip list in
 #     charts/idaas-projector/.checkov.yaml, where each skip has its reason.
 #
@@ -111,17 +115,20 @@ CASES=()
 
 CA_B64="$(printf -- '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n' | base64 | tr -d '\n')"
 
+# image.repository has no default (the chart fails without it): every rendering passes this one.
+IMAGE_REPOSITORY=registry.example.com/idaas-projector
+
 render() {
   local name="$1" kube="$2"
   shift 2
   CASES+=("$name:$kube")
   "$HELM" template idaas-projector "$CHART" --namespace idaas-projector --include-crds \
-    --kube-version "$kube" "$@" >"$RENDER/$name.yaml"
+    --kube-version "$kube" --set "image.repository=$IMAGE_REPOSITORY" "$@" >"$RENDER/$name.yaml"
 }
 
-check "helm lint --strict" "$HELM" lint --strict "$CHART"
+check "helm lint --strict" "$HELM" lint --strict "$CHART" --set "image.repository=$IMAGE_REPOSITORY"
 check "helm lint --strict (cert-manager mode, namespaced RBAC)" "$HELM" lint --strict "$CHART" \
-  --set certificates.mode=cert-manager --set 'rbac.namespaces={shop,billing}'
+  --set "image.repository=$IMAGE_REPOSITORY" --set certificates.mode=cert-manager --set 'rbac.namespaces={shop,billing}'
 
 check "render: defaults (webhook and projector Deployments)" render defaults 1.33.0
 check "render: kube 1.27" render kube-1.27 1.27.0
@@ -163,8 +170,20 @@ check "render: every optional resource" render all-options 1.30.0 \
   --set webhook.defaultOidcProviderArn=acs:ram::1234567890123456:oidc-provider/idaas \
   --set webhook.defaultStsRegion=cn-hangzhou --set webhook.replicaCount=3
 
-# Values the schema must refuse.
-refuse() { ! "$HELM" template x "$CHART" "$@" >/dev/null 2>&1; }
+# Values the schema must refuse (with an image, so that each fails for its own reason).
+refuse() { ! "$HELM" template x "$CHART" --set "image.repository=$IMAGE_REPOSITORY" "$@" >/dev/null 2>&1; }
+# fails_saying TEXT HELM_ARGS...: helm template fails, and its error names TEXT.
+fails_saying() {
+  local text="$1" out
+  shift
+  out="$("$HELM" template x "$CHART" "$@" 2>&1)" && { echo "rendered without an error"; return 1; }
+  echo "$out" | tail -n 3
+  grep -qF -- "$text" <<<"$out"
+}
+check "no image.repository: helm fails and says what to set" \
+  fails_saying "set it to the registry path you pushed the idaas-projector image to"
+check "an image.repository with a tag fails and says where the tag goes" \
+  fails_saying "the tag in image.tag" --set image.repository=idaas-projector:0.1.0
 check "values.schema.json refuses an unknown value" refuse --set nosuchvalue=1
 check "values.schema.json refuses an unknown certificates.mode" refuse --set certificates.mode=vault
 check "files mode without secretName and caBundle fails" refuse --set certificates.mode=files
@@ -423,6 +442,11 @@ else:
     same(grants(sa_of["projector"]), projector_want, "projector ServiceAccount")
     expect({g[3] for g in grants(sa_of["projector"]) if g[2] == "serviceaccounts"} <= {"get"}, "projector ServiceAccount: at most get on serviceaccounts (the sweep)")
     expect({g[3] for g in grants(sa_of["projector"]) if g[2] == "serviceaccounts/token"} == {"create"}, "projector ServiceAccount: only create on serviceaccounts/token")
+# One image everywhere: the containers' and --init-image, from image.repository and appVersion.
+IMAGE = "registry.example.com/idaas-projector:0.1.0"
+for c in components:
+    expect(ctr_of(c).get("image") == IMAGE, f"{c}: image {ctr_of(c).get('image')} expected {IMAGE}")
+    expect(f"--init-image={IMAGE}" in args_of(c), f"{c}: --init-image={IMAGE} expected")
 # The sweep classifies pods as the webhook does: the projector gets the webhook's inject flags.
 inject_flags = lambda c: sorted(a for a in args_of(c) if a.split("=")[0] in ("--init-image", "--default-oidc-provider-arn", "--default-sts-region", "--default-token-wait", "--service-account-opt-in"))
 expect(inject_flags(proj) == inject_flags(web), f"the projector's inject flags differ from the webhook's: {inject_flags(proj)} vs {inject_flags(web)}")
@@ -520,10 +544,11 @@ def sent_by(ns_name, ns_labels, pod_labels, annotations):
             if selects(h.get("namespaceSelector"), ns_labels) and selects(h.get("objectSelector"), pod_labels)
             and conditions(h, annotations)]
 
-# routing.py CASE RENDERING EXAMPLE WANT...: each Pod in EXAMPLE, and the pods of each workload (in its
-# namespace, with the labels of that namespace if EXAMPLE creates it) go to the entries WANT.
+# routing.py CASE RENDERING EXAMPLE[,EXAMPLE...] WANT...: each Pod in the EXAMPLE files, and the
+# pods of each workload (in its namespace, with the labels of that namespace if one of the files
+# creates it) go to the entries WANT.
 if examples:
-    docs = [d for d in yaml.safe_load_all(open(examples[0])) if d]
+    docs = [d for f in examples[0].split(",") for d in yaml.safe_load_all(open(f)) if d]
     ns_labels = {d["metadata"]["name"]: d["metadata"].get("labels", {}) for d in docs if d["kind"] == "Namespace"}
     workloads = [d for d in docs if d["kind"] in ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Job")]
     bad = []
@@ -664,23 +689,44 @@ for c in "${CASES[@]}"; do
 done
 check "kubernetes-validate --strict -k 1.33.0: manifests/install.yaml" validate manifests/install.yaml 1.33.0
 check "kubernetes-validate --strict -k 1.28.0: manifests/install.yaml" validate manifests/install.yaml 1.28.0
-for f in manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml manifests/examples/smoke-test.yaml; do
+for f in manifests/examples/00-namespace.yaml manifests/examples/credentials-secret.yaml manifests/examples/deployment.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml manifests/examples/smoke-test.yaml; do
   check "kubernetes-validate --strict -k 1.33.0: $f" validate "$f" 1.33.0
 done
 # The examples' workloads reach the entry they are written for, with the chart's defaults (1.33)
-# and before 1.28 (objectSelector mode).
-check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io" \
+# and before 1.28 (objectSelector mode): the annotated Deployment in a namespace without the label
+# (docs/install.md creates one), the ServiceAccount opt-in in the labelled Namespace of
+# 00-namespace.yaml.
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (namespace not labelled)" \
   "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
-check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
+check "routing: manifests/examples/deployment.yaml goes to m2m-token.idaas-projector.io (namespace not labelled, kube 1.27)" \
   "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/deployment.yaml m2m-token.idaas-projector.io
 check "routing: manifests/examples/smoke-test.yaml goes to m2m-token.idaas-projector.io" \
   "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/smoke-test.yaml m2m-token.idaas-projector.io
 check "routing: manifests/examples/smoke-test.yaml goes to m2m-token.idaas-projector.io (kube 1.27)" \
   "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/smoke-test.yaml m2m-token.idaas-projector.io
 check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io" \
-  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
+  "$PY" "$WORK/routing.py" defaults "$RENDER/defaults.yaml" manifests/examples/00-namespace.yaml,manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
 check "routing: manifests/examples/serviceaccount-opt-in.yaml goes to namespace.idaas-projector.io (kube 1.27)" \
-  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
+  "$PY" "$WORK/routing.py" kube-1.27 "$RENDER/kube-1.27.yaml" manifests/examples/00-namespace.yaml,manifests/examples/serviceaccount-opt-in.yaml namespace.idaas-projector.io
+# The folder applies as it is on a fresh cluster: every object's namespace is created by a file
+# that sorts before it (kubectl applies a folder's files in name order).
+examples_namespaces_first() {
+  "$PY" - manifests/examples/*.yaml <<'PYEOF'
+import sys, yaml
+created, bad = set(), []
+for path in sorted(sys.argv[1:]):
+    for d in yaml.safe_load_all(open(path)):
+        if not d:
+            continue
+        if d["kind"] == "Namespace":
+            created.add(d["metadata"]["name"])
+        elif d["metadata"].get("namespace") not in created:
+            bad.append(f"{path}: {d['kind']}/{d['metadata']['name']} is in namespace {d['metadata'].get('namespace')!r}, which no earlier file creates")
+print("\n".join(bad) or f"namespaces {sorted(created)} come first")
+sys.exit(1 if bad else 0)
+PYEOF
+}
+check "manifests/examples: each namespace is created before its objects" examples_namespaces_first
 
 # The M2MToken example against the CRD's own schema (no x-kubernetes-* or CEL evaluation).
 cat >"$WORK/crd_validate.py" <<'PYEOF'
@@ -712,7 +758,7 @@ for doc in tokens:
         print(f"M2MToken/{doc['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
 sys.exit(1 if failed else 0)
 PYEOF
-for f in manifests/examples/m2mtoken.yaml manifests/examples/serviceaccount-opt-in.yaml manifests/examples/m2mtoken-federated.yaml; do
+for f in manifests/examples/m2mtoken.yaml manifests/examples/m2mtoken-federated.yaml; do
   check "$f: its M2MToken matches the CRD schema" "$PY" "$WORK/crd_validate.py" "$CHART/crds/m2mtokens.yaml" "$f"
 done
 
@@ -766,6 +812,18 @@ manifests_fresh() {
     || { echo "manifests/install.yaml is stale: run scripts/render-manifests.sh"; return 1; }
 }
 check "manifests/install.yaml is fresh" manifests_fresh
+
+# One substitution gives manifests/install.yaml its image: the one its header shows, with the
+# placeholder REGISTRY in every image reference (the containers' and --init-image) and nowhere else.
+manifests_one_image() {
+  local applied refs
+  applied="$(REGISTRY=registry.example.com/ns; sed "s|REGISTRY/idaas-projector|$REGISTRY/idaas-projector|" manifests/install.yaml | grep -v '^#')"
+  refs="$(grep -oE '(image: |--init-image=)"?[^" ]+' <<<"$applied" | sed -E 's/^(image: |--init-image=)"?//' | sort | uniq -c)"
+  echo "$refs"
+  [ "$(wc -l <<<"$refs")" -eq 1 ] && grep -qE '^ *[0-9]+ registry.example.com/ns/idaas-projector:[0-9]' <<<"$refs" \
+    && ! grep -q REGISTRY <<<"$applied"
+}
+check "manifests/install.yaml: one substitution of REGISTRY sets every image reference" manifests_one_image
 
 # ---------------------------------------------------------------------------------------------
 # checkov

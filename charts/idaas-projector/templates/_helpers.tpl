@@ -106,12 +106,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference: repository@digest, else repository:tag (default appVersion). */}}
+{{/*
+The image reference: repository@digest, else repository:tag (default appVersion). The projector's
+containers and, unless webhook.initImage is set, the injected init container run it. There is no
+default repository: an unqualified name would be looked up on Docker Hub, where no such image is
+published.
+*/}}
 {{- define "idaas-projector.image" -}}
+{{- $repository := required "image.repository is not set: set it to the registry path you pushed the idaas-projector image to, for example --set image.repository=registry.cn-hangzhou.aliyuncs.com/<namespace>/idaas-projector (docs/install.md#build-and-push-the-image)" .Values.image.repository }}
+{{- if regexMatch "@|:[^/]*$" $repository }}
+{{- fail (printf "image.repository %q carries a tag or digest: set image.repository to the path alone and the tag in image.tag (or the digest in image.digest)" $repository) }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 

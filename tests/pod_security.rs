@@ -26,10 +26,7 @@ use serde_json::{Value, json};
 
 const SMOKE_TEST: &str = "manifests/examples/smoke-test.yaml";
 /// The placeholder of the docs and examples for the chart's image, at this version.
-const IMAGE: &str = concat!(
-    "registry.example.com/idaas-projector:",
-    env!("CARGO_PKG_VERSION")
-);
+const IMAGE: &str = concat!("REGISTRY/idaas-projector:", env!("CARGO_PKG_VERSION"));
 
 // ---------------------------------------------------------------------------------------------
 // Pod Security Standards, "restricted" (which includes "baseline").

@@ -305,7 +305,9 @@ fn the_example_workloads_are_restricted_before_and_after_injection() {
         namespace_enabled: true,
         service_account: &lookup,
     };
-    let token = token_defaults(&of_kind(&docs, "M2MToken")[0]);
+    // The M2MToken it names is m2mtoken.yaml's.
+    let token =
+        token_defaults(&of_kind(&documents("manifests/examples/m2mtoken.yaml"), "M2MToken")[0]);
     let pod = pod_of(&of_kind(&docs, "Deployment")[0]);
     assert_restricted("serviceaccount-opt-in.yaml's pod", &pod);
     let (injected, _) = inject(&pod, &scope, &token);

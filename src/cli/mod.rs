@@ -35,7 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the webhook and the token projector in one process (the chart's default).
+    /// Run the webhook and the token projector in one process (`dev`-like setups and the chart's
+    /// `combined: true`; by default the chart runs `webhook` and `controller` apart).
     Serve(Box<serve::ServeArgs>),
     /// Run the mutating admission webhook (HTTPS POST /mutate) and its admin server.
     Webhook(webhook::WebhookArgs),

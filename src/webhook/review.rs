@@ -1,6 +1,7 @@
 //! AdmissionReview v1 in and out: reads the request, calls [`mutate`], writes the response.
 //!
-//! The pod stays raw JSON from end to end; only the envelope is typed.
+//! The pod stays raw JSON from end to end, reduced to what `mutate` reads ([`super::prune`]);
+//! only the envelope is typed.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use super::mutate::{
     AccountLookup, Denial, MutateConfig, Mutation, Scope, TokenLookup, mutate,
     needs_service_account, service_account_name,
 };
+use super::prune::PrunedPod;
 use crate::metrics::AdmissionResult;
 
 /// The only AdmissionReview version served.
@@ -85,7 +87,8 @@ struct Request {
     operation: Option<String>,
     sub_resource: Option<String>,
     name: Option<String>,
-    object: Option<Value>,
+    /// Only what `mutate` reads of the pod ([`super::prune`]).
+    object: Option<PrunedPod>,
 }
 
 #[derive(Deserialize)]
@@ -228,7 +231,7 @@ fn pod_create(request: &Request) -> Option<&Value> {
         .is_some_and(|k| k.group.is_empty() && k.kind == "Pod")
         && request.sub_resource.as_deref().unwrap_or("").is_empty()
         && matches!(request.operation.as_deref(), None | Some("CREATE"));
-    request.object.as_ref().filter(|_| is_pod_create)
+    request.object.as_ref().map(|p| &p.0).filter(|_| is_pod_create)
 }
 
 /// Writes `allowed` and what goes with it: the base64 patch and warnings, or the denial.

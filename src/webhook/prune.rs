@@ -21,8 +21,8 @@
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// What of a JSON value to keep.
@@ -292,8 +292,14 @@ mod tests {
         });
         let (whole, pruned) = both(&pod);
         assert_eq!(whole, pruned);
-        assert!(whole.contains("sets ALIBABA_CLOUD_ROLE_ARN itself"), "{whole}");
-        assert!(!whole.contains("sets ALIBABA_CLOUD_OIDC_TOKEN_FILE itself"), "{whole}");
+        assert!(
+            whole.contains("sets ALIBABA_CLOUD_ROLE_ARN itself"),
+            "{whole}"
+        );
+        assert!(
+            !whole.contains("sets ALIBABA_CLOUD_OIDC_TOKEN_FILE itself"),
+            "{whole}"
+        );
         // Windows by node affinity.
         let mut windows = pod.clone();
         windows["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
@@ -336,7 +342,11 @@ mod tests {
             br#"{"metadata": {"name": "p"}} x"#,
             br#"{"spec": {"tolerations": [01]}}"#,
         ] {
-            assert!(pod_from_slice(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                pod_from_slice(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

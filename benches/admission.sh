@@ -15,13 +15,16 @@
 # Memory: VmRSS (and its heap part) of a fresh webhook: cold, warm idle after 1,000 admissions,
 # then after 100,000 more over HTTP/2 and 100,000 more over HTTP/1.1.
 #
-# Environment: DURATION (seconds per throughput run, default 10), CONNS (16), RATE_SECONDS
-# (10), ADMISSIONS (100000), PARTS ("throughput rate memory"), PORT_BASE (18440).
+# Environment: DURATION (seconds per throughput run, default 10), CONNS (16), STREAMS (HTTP/2
+# requests in flight per connection, default 1; an API server under load multiplexes, e.g. 8),
+# RATE_SECONDS (10), ADMISSIONS (100000), PARTS ("throughput rate memory"), PORT_BASE (18440),
+# BIN (the webhook binary, default the release build of this checkout: another build to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
+STREAMS=${STREAMS:-1}
 RATE_SECONDS=${RATE_SECONDS:-10}
 ADMISSIONS=${ADMISSIONS:-100000}
 PARTS=${PARTS:-throughput rate memory}
@@ -40,7 +43,7 @@ if ((${#missing[@]})); then
 fi
 
 cargo build --release --locked --bin idaas-projector --example tls-baseline --example rate-load >&2
-BIN=target/release/idaas-projector
+BIN=${BIN:-target/release/idaas-projector}
 BASELINE=target/release/examples/tls-baseline
 RATE_LOAD=target/release/examples/rate-load
 
@@ -101,13 +104,14 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # h2load run -> "rps p50_ms p99_ms cpu_us_per_request" on stdout; fails on any non-2xx or error.
 h2load_run() { # port pid body proto(h2|h1)
   local port=$1 pid=$2 body=$3 proto=$4 flags=() out log before after
-  [[ $proto == h1 ]] && flags+=(--h1)
+  # HTTP/1.1 has one request in flight per connection; HTTP/2 multiplexes STREAMS.
+  if [[ $proto == h1 ]]; then flags+=(--h1 -m 1); else flags+=(-m "$STREAMS"); fi
   log=$(mktemp -p "$work")
   # Warm up (connections, TLS sessions, allocator), then measure.
-  h2load "${flags[@]}" -c "$CONNS" -t 1 -m 1 -n $((CONNS * 200)) -d "$body" \
+  h2load "${flags[@]}" -c "$CONNS" -t 1 -n $((CONNS * 200)) -d "$body" \
     -H 'content-type: application/json' "https://127.0.0.1:$port/mutate" >/dev/null
   before=$(cpu_ticks "$pid")
-  out=$(h2load "${flags[@]}" -c "$CONNS" -t 1 -m 1 -D "$DURATION" -d "$body" \
+  out=$(h2load "${flags[@]}" -c "$CONNS" -t 1 -D "$DURATION" -d "$body" \
     -H 'content-type: application/json' --log-file="$log" "https://127.0.0.1:$port/mutate")
   after=$(cpu_ticks "$pid")
   if ! grep -qE 'requests: .* 0 failed, 0 errored, 0 timeout' <<<"$out"; then
@@ -144,7 +148,7 @@ rate_run() { # port body proto(h2|h1) rate
 echo "# Admission benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "machine: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(rustc --version)"
-echo "load: h2load $(h2load --version | awk '{print $2}'), $CONNS connections, 1 client thread, ${DURATION} s per run after a warm-up; benches/rate_load.rs at a fixed rate for ${RATE_SECONDS} s"
+echo "load: h2load $(h2load --version | awk '{print $2}'), $CONNS connections ($STREAMS HTTP/2 streams each), 1 client thread, ${DURATION} s per run after a warm-up; benches/rate_load.rs at a fixed rate for ${RATE_SECONDS} s"
 echo
 
 if [[ " $PARTS " == *" throughput "* || " $PARTS " == *" rate "* ]]; then

@@ -95,7 +95,32 @@ fn bench(c: &mut Criterion) {
             &format!("parse only/{} KiB load-test pod", size / 1024),
             |b| b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap()),
         );
+        c.bench_function(
+            &format!("parse only, pruned/{} KiB load-test pod", size / 1024),
+            |b| b.iter(|| serde_json::from_slice::<PrunedReview>(black_box(&body)).unwrap()),
+        );
+        c.bench_function(
+            &format!("scan only (IgnoredAny)/{} KiB load-test pod", size / 1024),
+            |b| {
+                b.iter(|| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body)).unwrap()
+                })
+            },
+        );
     }
+}
+
+/// An AdmissionReview read as the webhook reads its pod (`webhook::prune`).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct PrunedReview {
+    request: PrunedRequest,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct PrunedRequest {
+    object: idaas_projector::webhook::prune::PrunedPod,
 }
 
 /// The AdmissionReview of about `size` bytes that benches/make_review.py writes.

@@ -18,7 +18,9 @@
 //!
 //! Each property is checked on 10,000 generated cases:
 //! 1. `mutate` and `review` never panic; `review` echoes the uid and agrees with `mutate` (through
-//!    `/mutate/namespace` for a labelled namespace, with the case's ServiceAccount).
+//!    `/mutate/namespace` for a labelled namespace, with the case's ServiceAccount); the pod as
+//!    `review` reads it (`webhook::prune`: only the fields `mutate` reads) gets the same answer
+//!    from `mutate` as the whole pod.
 //! 2. Idempotent: after the patch, a second `mutate` returns an empty patch and no denial.
 //! 3. Every user-set env var (and envFrom, volume, mount) is kept as the user set it.
 //! 4. Everything the webhook does not own (unknown fields included) is unchanged.
@@ -2283,6 +2285,18 @@ fn apply(pod: &Value, patch: &json_patch::Patch) -> Result<Value, String> {
     Ok(out)
 }
 
+/// The pod as the webhook reads it from an AdmissionReview (`webhook::prune`, only the fields
+/// `mutate` reads) gets exactly the answer the whole pod gets: the same patch, warnings or
+/// denial. (The differential check of the pruned reading against the whole tree.)
+fn pruned_pod_gets_the_same_answer(r: &Ran<'_>) -> Result<(), TestCaseError> {
+    let bytes = serde_json::to_vec(&r.case.pod).unwrap();
+    let pruned = idaas_projector::webhook::prune::pod_from_slice(&bytes)
+        .map_err(|e| TestCaseError::fail(format!("the pruned reading failed: {e}")))?;
+    let answer = run(r.case, &pruned);
+    prop_assert_eq!(&answer, &r.answer, "pruned pod: {}", pruned);
+    Ok(())
+}
+
 /// The same case through the AdmissionReview envelope, from the entry its namespace calls.
 fn check_review(r: &Ran<'_>, uid: &str, operation: &str) -> Result<(), TestCaseError> {
     let case = r.case;
@@ -2997,6 +3011,7 @@ proptest! {
     ) {
         let r = ran(&case)?;
         never_panics(&r, &uid, operation)?;
+        pruned_pod_gets_the_same_answer(&r)?;
         idempotent(&r)?;
         classified_as_the_webhook_decided(&r)?;
         decision_follows_contract(&r)?;

@@ -3,6 +3,7 @@
 //! - [`mutate`]: pod JSON, its ServiceAccount's annotations and the configuration to a JSON
 //!   Patch or a denial (pure).
 //! - [`annotations`]: parsing and validation of the pod and ServiceAccount annotations (pure).
+//! - [`prune`]: reads the pod keeping only the fields `mutate` reads (pure).
 //! - [`review`]: the AdmissionReview envelope, and the one `await`: a ServiceAccount the
 //!   [`review::Resolver`] must read from the API server.
 //! - [`server`], [`tls`], [`certs`], [`cache`]: HTTPS, certificate reload, self-managed
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod certs;
 pub mod limits;
 pub mod mutate;
+pub mod prune;
 pub mod review;
 pub mod server;
 pub mod tls;

@@ -1,8 +1,9 @@
 //! AdmissionReview v1 in and out: reads the request, calls [`mutate`], writes the response.
 //!
-//! The pod stays raw JSON from end to end; only the envelope is typed.
+//! The pod stays raw JSON from end to end, reduced to what `mutate` reads ([`super::prune`]);
+//! only the envelope is typed.
 
-use base64::Engine as _;
+use base64::write::EncoderWriter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -12,6 +13,7 @@ use super::mutate::{
     AccountLookup, Denial, MutateConfig, Mutation, Scope, TokenLookup, mutate,
     needs_service_account, service_account_name,
 };
+use super::prune::PrunedPod;
 use crate::metrics::AdmissionResult;
 
 /// The only AdmissionReview version served.
@@ -85,7 +87,8 @@ struct Request {
     operation: Option<String>,
     sub_resource: Option<String>,
     name: Option<String>,
-    object: Option<Value>,
+    /// Only what `mutate` reads of the pod ([`super::prune`]).
+    object: Option<PrunedPod>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +121,9 @@ pub struct Answer {
 fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(out, v);
 }
+
+/// The response buffer's first size.
+const RESPONSE_CAPACITY: usize = 4096;
 
 /// Runs of white space (serde's messages may hold newlines) as single spaces.
 fn collapse_whitespace(s: &str) -> String {
@@ -162,7 +168,9 @@ pub async fn review(
     };
     // The response is written straight to bytes: the patch is base64-encoded into the output
     // (its alphabet needs no JSON escaping), with no intermediate JSON tree to build and copy.
-    let mut out = Vec::with_capacity(256);
+    // Sized for the usual injected answer (a patch of about 2.6 KB, 3.5 KB in base64), so that
+    // it is not grown and copied along the way.
+    let mut out = Vec::with_capacity(RESPONSE_CAPACITY);
     out.extend_from_slice(b"{\"apiVersion\":");
     write(&mut out, &api_version);
     out.extend_from_slice(b",\"kind\":");
@@ -228,7 +236,11 @@ fn pod_create(request: &Request) -> Option<&Value> {
         .is_some_and(|k| k.group.is_empty() && k.kind == "Pod")
         && request.sub_resource.as_deref().unwrap_or("").is_empty()
         && matches!(request.operation.as_deref(), None | Some("CREATE"));
-    request.object.as_ref().filter(|_| is_pod_create)
+    request
+        .object
+        .as_ref()
+        .map(|p| &p.0)
+        .filter(|_| is_pod_create)
 }
 
 /// Writes `allowed` and what goes with it: the base64 patch and warnings, or the denial.
@@ -244,18 +256,16 @@ fn write_decision(
         Ok(Mutation::Injected { patch, warnings }) => {
             out.extend_from_slice(b",\"allowed\":true");
             if !patch.0.is_empty() {
-                let bytes = serde_json::to_vec(&patch)
-                    .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
+                // The patch's JSON goes through a base64 encoder straight into the response:
+                // no intermediate buffer, nothing zeroed first.
                 out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-                let start = out.len();
-                out.resize(
-                    start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
-                    0,
-                );
-                let written = base64::engine::general_purpose::STANDARD
-                    .encode_slice(&bytes, &mut out[start..])
-                    .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
-                out.truncate(start + written);
+                let encode = |out: &mut Vec<u8>| -> std::io::Result<()> {
+                    let mut encoder =
+                        EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
+                    serde_json::to_writer(&mut encoder, &patch)?;
+                    encoder.finish().map(|_| ())
+                };
+                encode(out).map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
                 out.push(b'"');
             }
             if !warnings.is_empty() {
@@ -278,6 +288,7 @@ fn write_decision(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn answer(uid: &str, annotations: Value) -> Value {
         let body = serde_json::to_vec(&json!({

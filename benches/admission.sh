@@ -18,7 +18,9 @@
 # Environment: DURATION (seconds per throughput run, default 10), CONNS (16), STREAMS (HTTP/2
 # requests in flight per connection, default 1; an API server under load multiplexes, e.g. 8),
 # RATE_SECONDS (10), ADMISSIONS (100000), PARTS ("throughput rate memory"), PORT_BASE (18440),
-# BIN (the webhook binary, default the release build of this checkout: another build to compare).
+# BIN (the webhook binary, default the release build of this checkout: another build to compare),
+# BASELINE_WEBHOOK_HTTP2=1 (the baseline with the webhook's HTTP/2 settings: 64 KiB windows,
+# 64 streams, keep-alive pings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,10 @@
 //! certificate and a response of the same size, so the difference is the webhook's own work.
 //!
 //! `cargo run --release --example tls-baseline -- LISTEN CERT_PEM KEY_PEM RESPONSE_FILE`
+//!
+//! With `BASELINE_WEBHOOK_HTTP2=1` it uses the webhook's HTTP/2 settings instead of hyper's
+//! defaults (flow-control windows of 65,535 bytes, 64 streams, keep-alive pings, a 64 KiB header
+//! list), so that their cost can be told apart from the webhook's own work.
 
 use std::sync::Arc;
 
@@ -39,6 +43,7 @@ fn main() {
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let body = Bytes::from(std::fs::read(response).unwrap_or_else(|e| panic!("{response}: {e}")));
+    let webhook_http2 = std::env::var_os("BASELINE_WEBHOOK_HTTP2").is_some_and(|v| v == "1");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -55,6 +60,7 @@ fn main() {
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, body) = (acceptor.clone(), body.clone());
+            let webhook_http2 = webhook_http2;
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -69,9 +75,19 @@ fn main() {
                             .body(Full::new(body))
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if webhook_http2 {
+                    builder
+                        .http2()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .max_concurrent_streams(64)
+                        .keep_alive_interval(std::time::Duration::from_secs(30))
+                        .keep_alive_timeout(std::time::Duration::from_secs(10))
+                        .initial_stream_window_size(65_535)
+                        .initial_connection_window_size(65_535)
+                        .max_header_list_size(64 * 1024);
+                }
+                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
             });
         }
     });

@@ -75,7 +75,8 @@ fn main() {
                             .body(Full::new(body))
                     }
                 });
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if webhook_http2 {
                     builder
                         .http2()

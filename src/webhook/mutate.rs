@@ -201,19 +201,23 @@ impl Injection {
 
     /// The environment variables, in the order they are appended.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let mut vars = vec![
-            (env::ROLE_ARN, self.role_arn.clone()),
-            (env::OIDC_PROVIDER_ARN, self.oidc_provider_arn.clone()),
-            (env::OIDC_TOKEN_FILE, self.token_file().to_owned()),
-            (env::ROLE_SESSION_NAME, self.role_session_name.clone()),
-        ];
-        if let Some(region) = &self.sts_region {
-            vars.push((env::STS_REGION, region.clone()));
-        }
-        if self.sts_vpc_endpoint {
-            vars.push((env::VPC_ENDPOINT_ENABLED, "true".to_owned()));
-        }
-        vars
+        self.env_refs().map(|(k, v)| (k, v.to_owned())).collect()
+    }
+
+    /// [`Self::env`] without copying the values.
+    fn env_refs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (env::ROLE_ARN, self.role_arn.as_str()),
+            (env::OIDC_PROVIDER_ARN, self.oidc_provider_arn.as_str()),
+            (env::OIDC_TOKEN_FILE, self.token_file()),
+            (env::ROLE_SESSION_NAME, self.role_session_name.as_str()),
+        ]
+        .into_iter()
+        .chain(self.sts_region.as_deref().map(|r| (env::STS_REGION, r)))
+        .chain(
+            self.sts_vpc_endpoint
+                .then_some((env::VPC_ENDPOINT_ENABLED, "true")),
+        )
     }
 
     /// A short hash of everything injected: the value of `idaas-projector.io/injected`.
@@ -223,7 +227,7 @@ impl Injection {
     /// values does.
     pub fn hash(&self) -> String {
         let mut h = Fnv1a::default();
-        for (k, v) in self.env() {
+        for (k, v) in self.env_refs() {
             h.field(k.as_bytes());
             h.field(v.as_bytes());
         }
@@ -250,6 +254,11 @@ impl Injection {
                 }]
             }
         })
+    }
+
+    /// Whether the pod gets the `idaas-projector-wait` init container (never on Windows).
+    pub fn has_init_container(&self) -> bool {
+        self.token_wait.is_some() && !self.windows
     }
 
     /// The `idaas-projector-wait` init container, if one is wanted.
@@ -737,7 +746,7 @@ fn warnings(
             "M2MToken {:?} not found in this namespace: the pod mounts Secret {:?} and {} until it exists",
             wanted.m2m_token,
             injection.secret_name,
-            if injection.init_container().is_some() {
+            if injection.has_init_container() {
                 "waits"
             } else {
                 "has no token"
@@ -827,8 +836,7 @@ fn check_container_names(
             annotations::M2M_TOKEN
         )));
     }
-    if injection.init_container().is_some() && regular.iter().any(|c| c.name == INIT_CONTAINER_NAME)
-    {
+    if injection.has_init_container() && regular.iter().any(|c| c.name == INIT_CONTAINER_NAME) {
         return Err(Denial(format!(
             "the pod has a container named {INIT_CONTAINER_NAME:?}, the name of the init container \
              idaas-projector injects; rename that container, set the {} annotation to \"false\" \

@@ -20,21 +20,7 @@ async fn token(emu: &IdaasEmulator, fault: Option<Fault>) -> String {
     if let Some(f) = fault {
         emu.push_fault(f);
     }
-    let scope = format!("{AUD}|.all");
-    let resp = reqwest::Client::new()
-        .post(emu.token_endpoint())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT),
-            ("client_secret", SECRET),
-            ("scope", scope.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let v: serde_json::Value = resp.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
+    testing::emulator_token(emu).await
 }
 
 struct Run {

@@ -354,28 +354,6 @@ fn expand_follows_kubernetes() {
     assert_eq!(expand("$", &env), "$");
 }
 
-/// A token for `audience` from the IDaaS emulator.
-async fn emulator_token(
-    idaas: &idaas_projector::emulator::idaas::IdaasEmulator,
-    audience: &str,
-) -> String {
-    let answer: Value = reqwest::Client::new()
-        .post(idaas.token_endpoint())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app_xxx"),
-            ("client_secret", "smoke"),
-            ("scope", &format!("{audience}|.all")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().expect("a token").to_owned()
-}
-
 /// A container's variables (those with a `value`) and its args.
 fn env_and_args(container: &Value) -> (BTreeMap<String, String>, Vec<String>) {
     let env = container["env"].as_array().expect("injected variables");
@@ -433,7 +411,11 @@ async fn the_smoke_test_assumes_the_role_with_the_injected_variables() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
-    std::fs::write(&file, emulator_token(&idaas, audience).await).unwrap();
+    std::fs::write(
+        &file,
+        idaas_projector::testing::emulator_token(&idaas).await,
+    )
+    .unwrap();
     env.insert(
         mutate::env::OIDC_TOKEN_FILE.to_owned(),
         file.display().to_string(),

@@ -54,21 +54,7 @@ async fn setup_with(tweak: impl FnOnce(&mut StsConfig)) -> Env {
 
 impl Env {
     async fn token(&self) -> String {
-        let r = self
-            .http
-            .post(self.idaas.token_endpoint())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "app_sts"),
-                ("client_secret", SECRET),
-                ("scope", &format!("{AUDIENCE}|.all")),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-        let v: Value = r.json().await.unwrap();
-        v["access_token"].as_str().unwrap().to_owned()
+        idaas_projector::testing::emulator_token(&self.idaas).await
     }
 
     async fn faulted_token(&self, fault: Fault) -> String {

@@ -71,6 +71,34 @@ pub async fn emulator(
     .unwrap()
 }
 
+/// A token from `emu` for its own application, fetched as a client does (client_credentials,
+/// `client_secret_post`, every scope of its audience); panics unless IDaaS answers 2xx.
+pub async fn emulator_token(emu: &IdaasEmulator) -> String {
+    let config = emu.config();
+    let scope = format!("{}|.all", config.audience);
+    let resp = reqwest::Client::new()
+        .post(emu.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", config.client_id.as_str()),
+            ("client_secret", config.client_secret.as_str()),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .expect("the IDaaS emulator answers");
+    assert!(
+        resp.status().is_success(),
+        "token request: {}",
+        resp.status()
+    );
+    let v: Value = resp.json().await.expect("a JSON token response");
+    v["access_token"]
+        .as_str()
+        .expect("an access_token")
+        .to_owned()
+}
+
 /// The IDaaS client's default settings, allowing requests to `emu`'s origin only (plain http on
 /// 127.0.0.1, given literally), as `--allowed-issuers http://127.0.0.1:PORT` would.
 pub fn http_config(emu: &IdaasEmulator) -> HttpConfig {

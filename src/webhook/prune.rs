@@ -19,6 +19,7 @@
 //! one); and serde_json skips a value without recursion, so nesting past its recursion limit
 //! (128) there no longer refuses the review.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -182,7 +183,7 @@ impl<'de> Visitor<'de> for Prune {
                     match fields.iter().find(|(name, _)| *name == key.0) {
                         Some((_, rule)) => {
                             let v = map.next_value_seed(Prune(rule))?;
-                            object.insert(key.0, v);
+                            object.insert(key.0.into_owned(), v);
                         }
                         None => {
                             map.next_value::<IgnoredAny>()?;
@@ -200,12 +201,33 @@ impl<'de> Visitor<'de> for Prune {
     }
 }
 
-/// An object key, decoded (escapes resolved) as `Value` decodes it.
-struct KeyName(String);
+/// An object key, decoded (escapes resolved) as `Value` decodes it; borrowed from the input
+/// when it has no escapes, so that a skipped field's key costs no allocation.
+struct KeyName<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for KeyName {
+impl<'de> Deserialize<'de> for KeyName<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(KeyName)
+        struct Key;
+        impl<'de> Visitor<'de> for Key {
+            type Value = KeyName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Key)
     }
 }
 

@@ -232,7 +232,7 @@ impl Injection {
             h.field(v.as_bytes());
         }
         h.field(self.secret_name.as_bytes());
-        if let Some(wait) = self.token_wait.filter(|_| !self.windows) {
+        if let Some(wait) = self.init_container_wait() {
             h.field(&wait.as_secs().to_le_bytes());
             h.field(self.init_image.as_bytes());
         }
@@ -256,14 +256,19 @@ impl Injection {
         })
     }
 
-    /// Whether the pod gets the `idaas-projector-wait` init container (never on Windows).
+    /// The init container's wait, when the pod gets one (never on Windows).
+    fn init_container_wait(&self) -> Option<Duration> {
+        self.token_wait.filter(|_| !self.windows)
+    }
+
+    /// Whether the pod gets the `idaas-projector-wait` init container.
     pub fn has_init_container(&self) -> bool {
-        self.token_wait.is_some() && !self.windows
+        self.init_container_wait().is_some()
     }
 
     /// The `idaas-projector-wait` init container, if one is wanted.
     pub fn init_container(&self) -> Option<Value> {
-        let wait = self.token_wait.filter(|_| !self.windows)?;
+        let wait = self.init_container_wait()?;
         Some(json!({
             "name": INIT_CONTAINER_NAME,
             "image": self.init_image,

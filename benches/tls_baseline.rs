@@ -6,9 +6,10 @@
 //!
 //! `cargo run --release --example tls-baseline -- LISTEN CERT_PEM KEY_PEM RESPONSE_FILE`
 //!
-//! With `BASELINE_WEBHOOK_HTTP2=1` it uses the webhook's HTTP/2 settings instead of hyper's
-//! defaults (flow-control windows of 65,535 bytes, 64 streams, keep-alive pings, a 64 KiB header
-//! list), so that their cost can be told apart from the webhook's own work.
+//! With `BASELINE_WEBHOOK_HTTP2=1` it uses the webhook's HTTP/2 settings
+//! (`webhook::server::http2_settings` with the default limits: flow-control windows of 65,535
+//! bytes, 64 streams, keep-alive pings, a 64 KiB header list) instead of hyper's defaults, so that
+//! their cost can be told apart from the webhook's own work.
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use idaas_projector::webhook::limits::Limits;
+use idaas_projector::webhook::server::http2_settings;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -78,15 +81,8 @@ fn main() {
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if webhook_http2 {
-                    builder
-                        .http2()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .max_concurrent_streams(64)
-                        .keep_alive_interval(std::time::Duration::from_secs(30))
-                        .keep_alive_timeout(std::time::Duration::from_secs(10))
-                        .initial_stream_window_size(65_535)
-                        .initial_connection_window_size(65_535)
-                        .max_header_list_size(64 * 1024);
+                    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+                    http2_settings(&mut builder, &Limits::default());
                 }
                 let _ = builder.serve_connection(TokioIo::new(tls), service).await;
             });

@@ -156,6 +156,16 @@ pub async fn serve_tls(
         .http1()
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(HTTP1_BUFFER);
+    http2_settings(builder, &limits);
+    server.serve(connections).await
+}
+
+/// The webhook's HTTP/2 settings: streams, keep-alive pings, flow-control windows and the
+/// header list, within `limits`. (`benches/tls_baseline.rs` applies them too, to measure them.)
+pub fn http2_settings<E>(
+    builder: &mut hyper_util::server::conn::auto::Builder<E>,
+    limits: &Limits,
+) {
     builder
         .http2()
         .max_concurrent_streams(limits.http2_max_streams)
@@ -164,7 +174,6 @@ pub async fn serve_tls(
         .initial_stream_window_size(super::limits::HTTP2_WINDOW)
         .initial_connection_window_size(super::limits::HTTP2_WINDOW)
         .max_header_list_size(HTTP1_BUFFER as u32);
-    server.serve(connections).await
 }
 
 /// The read buffer of an HTTP/1.1 connection, and so the largest request head (HTTP/2: the

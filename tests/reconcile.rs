@@ -358,8 +358,8 @@ async fn first_creation_fetches_and_writes_the_secret() {
     });
     let action = run_refresh_success(&mut h, t, not_found(NAME)).await;
     assert_eq!(emu.token_requests(), 1);
-    // Next look: no later than the credentials re-check interval.
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    // Next look: no later than the re-check interval.
+    assert_recheck(&action);
     let text = metrics.encode().unwrap();
     assert!(
         text.contains(
@@ -395,7 +395,16 @@ async fn fresh_token_means_no_idaas_call_and_no_write() {
         0,
         "no IDaaS call while the token is fresh"
     );
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_recheck(&action);
+}
+
+/// The next look at a fresh token: the re-check interval (60 s here) less up to a fifth.
+fn assert_recheck(action: &Action) {
+    let d = requeue_after(action);
+    assert!(
+        d >= Duration::from_secs(48) && d <= Duration::from_secs(60),
+        "within the jittered re-check interval: {action:?}"
+    );
 }
 
 #[tokio::test]
@@ -409,7 +418,7 @@ async fn unchanged_status_is_not_patched_again() {
     // First pass: learn the status the reconciler writes.
     let (status, _) = look_without_status(&mut h, &emu.issuer(), &secret_json).await;
 
-    // Second pass with that status in place: two GETs and nothing else.
+    // Second pass with that status in place: one GET (the managed Secret) and nothing else.
     let mut t2 = m2mtoken(&emu.issuer(), "12h");
     t2.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
     let task = spawn_reconcile(&h, t2);
@@ -418,13 +427,6 @@ async fn unchanged_status_is_not_patched_again() {
         Method::GET,
         SECRET_PATH,
         (StatusCode::OK, secret_json),
-    )
-    .await;
-    expect(
-        &mut h.api,
-        Method::GET,
-        CREDS_PATH,
-        (StatusCode::OK, credentials_secret()),
     )
     .await;
     task.await.unwrap().unwrap();
@@ -470,18 +472,90 @@ async fn max_token_age_reached_before_exp_refreshes() {
 }
 
 #[tokio::test]
-async fn changed_credentials_secret_refreshes_at_once() {
+async fn a_changed_credentials_secret_is_not_read_while_the_token_is_fresh_and_used_at_the_refresh()
+{
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
-    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
     // The Secret was written with credentials version 41; the credentials Secret is now at 42.
+    let fresh = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    let written = managed_secret(&fresh, t - 60, t + 3540, "41");
+    let (status, _) = look_without_status(&mut h, &emu.issuer(), &written).await;
+    assert_eq!(ready(&status).0, "True");
+    assert_eq!(emu.token_requests(), 0, "the fresh token is kept");
+
+    // Once the token is due, the credentials Secret is read and its new version is used.
+    let due = stored_jwt(&emu.issuer(), t - 3000, t + 600);
     let existing = (
         StatusCode::OK,
-        managed_secret(&token, t - 60, t + 3540, "41"),
+        managed_secret(&due, t - 3000, t + 600, "41"),
     );
-    run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), existing).await;
+    let (_, applied) = run_refresh_success_with(
+        &mut h,
+        m2mtoken(&emu.issuer(), "12h"),
+        existing,
+        credentials_secret(),
+    )
+    .await;
     assert_eq!(emu.token_requests(), 1);
+    assert_eq!(
+        applied["metadata"]["annotations"]["idaas-projector.io/credentials-version"],
+        "42"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_client_secret_is_read_and_used_at_the_retry_after_invalid_client() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
+    let t = unix_now();
+    let due = managed_secret(
+        &stored_jwt(&emu.issuer(), t - 3000, t + 600),
+        t - 3000,
+        t + 600,
+        "41",
+    );
+    // The client secret was rotated in IDaaS; the credentials Secret still holds the old one.
+    let mut old = credentials_secret();
+    old["metadata"]["resourceVersion"] = json!("41");
+    old["data"]["client_secret"] = json!(base64::engine::general_purpose::STANDARD.encode("old"));
+    let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
+    answer_reads(&mut h.api, (StatusCode::OK, due.clone()), old).await;
+    let event = expect(
+        &mut h.api,
+        Method::POST,
+        EVENTS_PATH,
+        (StatusCode::OK, json!({})),
+    )
+    .await;
+    assert_eq!(event["reason"], "RefreshFailed");
+    let status = expect_status_patch(&mut h.api).await;
+    assert_eq!(ready(&status).1, "invalid_client");
+    let action = task.await.unwrap().unwrap();
+    h.api.expect_no_more().await;
+    // The retry comes after the permanent-error wait (5 minutes), well before the default
+    // re-check interval (15 minutes): the slow cadence is not what picks the new secret up.
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert!(requeue_after(&action) < Duration::from_secs(15 * 60));
+
+    // The retry (the operator has put the new secret in the credentials Secret meanwhile): the
+    // credentials Secret is read again, and the new version passes the backoff at once.
+    let (_, applied) = run_refresh_success_with(
+        &mut h,
+        m2mtoken(&emu.issuer(), "12h"),
+        (StatusCode::OK, due),
+        credentials_secret(),
+    )
+    .await;
+    assert_eq!(
+        applied["metadata"]["annotations"]["idaas-projector.io/credentials-version"],
+        "42"
+    );
+    assert_eq!(
+        emu.issued_tokens(),
+        1,
+        "one token, fetched with the new secret"
+    );
 }
 
 #[tokio::test]
@@ -844,8 +918,14 @@ async fn our_secret_changed_before_the_write_is_read_again_soon() {
 /// status written and the action.
 async fn look_without_status(h: &mut Harness, issuer: &str, written: &Value) -> (Value, Action) {
     let task = spawn_reconcile(h, m2mtoken(issuer, "12h"));
-    let secret = (StatusCode::OK, written.clone());
-    answer_reads(&mut h.api, secret, credentials_secret()).await;
+    // A fresh token: the managed Secret is read, the credentials Secret is not.
+    expect(
+        &mut h.api,
+        Method::GET,
+        SECRET_PATH,
+        (StatusCode::OK, written.clone()),
+    )
+    .await;
     let status = expect_status_patch(&mut h.api).await;
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;

@@ -60,9 +60,12 @@ pub struct ProjectorArgs {
     /// At most this many token requests to IDaaS at once.
     #[arg(long, env = "IDAAS_PROJECTOR_MAX_CONCURRENT_REFRESHES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_concurrent_refreshes: u16,
-    /// How often a fresh token's Secrets are read again (they are never watched), so that a
-    /// changed client secret, or a changed or deleted token Secret, is noticed within this time.
-    #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    /// How often the managed Secret of a fresh token is read again (Secrets are never watched),
+    /// less up to 20% jitter: a deleted or changed token Secret is noticed within this time. The
+    /// credentials Secret is read only when a token is fetched (a rotated client secret is used
+    /// at the next refresh, or at the retry after IDaaS refuses the old one). Shorter: faster to
+    /// notice, one more GET per M2MToken per interval.
+    #[arg(long, env = "IDAAS_PROJECTOR_RECHECK_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     pub recheck_interval: Duration,
     /// Time between two sweeps of the pods that opt in, which reports those not injected or
     /// injected with settings that have changed since (Events NotInjected / InjectionStale,

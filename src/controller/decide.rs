@@ -67,8 +67,11 @@ pub struct Inputs {
     pub max_age: i64,
     /// The token the managed Secret holds (`None`: no Secret yet, or none with a parsable token).
     pub stored: Option<StoredToken>,
-    pub credential: Credential,
-    /// The credentials Secret's `resourceVersion`.
+    /// `None`: not read. The credentials Secret is read only when a token is to be fetched (none
+    /// stored, the spec changed, a refresh is due or a failure is retried), so an M2MToken whose
+    /// token is fresh costs one read of its managed Secret per re-check ([`needs_credentials`]).
+    pub credential: Option<Credential>,
+    /// The credentials Secret's `resourceVersion` (`None` too while it is not read).
     pub credentials_version: Option<String>,
     /// The managed Secret's `resourceVersion` as read, the precondition of its write; `None`:
     /// there is no Secret of that name, so it is created.
@@ -77,10 +80,12 @@ pub struct Inputs {
 
 impl Inputs {
     /// Whether `stored` was fetched for another generation or other credentials (a token written
-    /// without a credentials version does not count as fetched with other credentials).
+    /// without a credentials version does not count as fetched with other credentials, nor does
+    /// one while the credentials are not read).
     fn changed_since(&self, stored: &StoredToken, generation: Option<i64>) -> bool {
         stored.generation != generation
-            || (stored.credentials_version.is_some()
+            || (self.credential.is_some()
+                && stored.credentials_version.is_some()
                 && stored.credentials_version != self.credentials_version)
     }
 }
@@ -125,6 +130,9 @@ pub enum Decision<'o> {
     },
     /// A refresh with the same inputs failed (or was held off) a moment ago: wait.
     BackingOff { wait: Duration },
+    /// A token is to be fetched (or a failure's backoff looked at) and the credentials Secret is
+    /// not read yet: read it and decide again.
+    ReadCredentials,
     /// Fetch a token.
     Fetch(Fetch<'o>),
 }
@@ -145,6 +153,8 @@ pub enum Why {
 pub struct Fetch<'o> {
     pub why: Why,
     pub inputs: &'o Inputs,
+    /// The credential to fetch with, as read for this fetch.
+    pub credential: &'o Credential,
     observed: &'o Observed,
 }
 
@@ -203,7 +213,7 @@ pub fn decide(o: &Observed) -> Decision<'_> {
         } => Decision::CredentialsProblem {
             reason,
             message: format!("{message}{}", valid_note(stored.as_ref(), o.now)),
-            recheck_in: o.recheck_interval,
+            recheck_in: soon(o),
         },
         Found::Inputs(inputs) => decide_refresh(o, inputs),
     }
@@ -233,6 +243,12 @@ pub fn credentials_allowed(
     }
 }
 
+/// Whether [`decide`] needs the credentials Secret read first: a token is to be fetched, or a
+/// failure's backoff compared with the credentials, and they are not read yet.
+pub fn needs_credentials(o: &Observed) -> bool {
+    matches!(decide(o), Decision::ReadCredentials)
+}
+
 /// With usable inputs: keep the stored token, wait out a backoff, or fetch.
 fn decide_refresh<'o>(o: &'o Observed, inputs: &'o Inputs) -> Decision<'o> {
     let why = match &inputs.stored {
@@ -246,6 +262,9 @@ fn decide_refresh<'o>(o: &'o Observed, inputs: &'o Inputs) -> Decision<'o> {
             Why::Due
         }
     };
+    let Some(credential) = inputs.credential.as_ref() else {
+        return Decision::ReadCredentials;
+    };
     let backing_off = o.failure.as_ref().filter(|f| {
         f.generation == o.generation
             && f.credentials_version == inputs.credentials_version
@@ -256,6 +275,7 @@ fn decide_refresh<'o>(o: &'o Observed, inputs: &'o Inputs) -> Decision<'o> {
         None => Decision::Fetch(Fetch {
             why,
             inputs,
+            credential,
             observed: o,
         }),
     }
@@ -326,12 +346,12 @@ impl Fetch<'_> {
         };
         let hold = (unchanged && o.now >= plan.refresh_at).then(|| Failure {
             attempts: 0,
-            retry_in: o.recheck_interval,
+            retry_in: soon(o),
             generation: o.generation,
             credentials_version: inputs.credentials_version.clone(),
         });
         let requeue = match &hold {
-            Some(_) => o.recheck_interval,
+            Some(_) => soon(o),
             None => next_look(o, plan.refresh_at),
         };
         Refreshed {
@@ -434,12 +454,33 @@ impl Fetch<'_> {
     }
 }
 
-/// When to look again at a token refreshed at `refresh_at`: then, or after the re-check interval
-/// if that comes first (the credentials may change in between).
+/// When to look again at a token refreshed at `refresh_at`: then, or after the (jittered)
+/// re-check interval if that comes first (the managed Secret may be deleted or changed in
+/// between).
 fn next_look(o: &Observed, refresh_at: i64) -> Duration {
     let until = Duration::from_secs(refresh_at.saturating_sub(o.now).max(1) as u64);
-    until.min(o.recheck_interval)
+    until.min(recheck(o))
 }
+
+/// The re-check interval less up to [`RECHECK_JITTER`] of it, stable for the object and the
+/// moment (its uid and `now`): M2MTokens started together do not all look again together.
+pub fn recheck(o: &Observed) -> Duration {
+    let jitter = schedule::stable_jitter(&format!("{}/recheck/{}", o.uid, o.now));
+    o.recheck_interval.mul_f64(1.0 - RECHECK_JITTER * jitter)
+}
+
+/// How much of the re-check interval [`recheck`] may take off.
+pub const RECHECK_JITTER: f64 = 0.2;
+
+/// How soon a state that needs someone's action (the credentials Secret missing or not open to
+/// the projector, the same token again from IDaaS although one was due) is looked at again: a
+/// minute, or the re-check interval when it is shorter.
+pub fn soon(o: &Observed) -> Duration {
+    o.recheck_interval.min(SOON)
+}
+
+/// See [`soon`].
+pub const SOON: Duration = Duration::from_secs(60);
 
 /// Added to a Ready=False message while the Secret still holds a token that has not expired.
 fn valid_note(stored: Option<&StoredToken>, now: i64) -> String {
@@ -477,9 +518,9 @@ mod tests {
         Inputs {
             max_age: 12 * HOUR,
             stored,
-            credential: Credential::ClientSecretPost {
+            credential: Some(Credential::ClientSecretPost {
                 client_secret: SecretString::from("s3cr3t"),
-            },
+            }),
             credentials_version: Some("42".to_owned()),
             managed_version: Some("7".to_owned()),
         }
@@ -668,6 +709,102 @@ mod tests {
         }
     }
 
+    /// Inputs as found before the credentials Secret is read.
+    fn unread(stored: Option<StoredToken>) -> Inputs {
+        Inputs {
+            credential: None,
+            credentials_version: None,
+            ..inputs(stored)
+        }
+    }
+
+    #[test]
+    fn a_fresh_token_is_up_to_date_without_reading_the_credentials() {
+        let o = observed(Found::Inputs(unread(Some(stored(
+            NOW - 60,
+            NOW - 60 + HOUR,
+        )))));
+        assert!(!needs_credentials(&o));
+        assert!(matches!(decide(&o), Decision::UpToDate { .. }));
+        // Written with credentials version "42": not read is not "changed".
+        let mut o = o;
+        if let Found::Inputs(i) = &mut o.found {
+            i.stored.as_mut().unwrap().credentials_version = Some("42".to_owned());
+        }
+        assert!(matches!(decide(&o), Decision::UpToDate { .. }));
+    }
+
+    #[test]
+    fn the_credentials_are_read_when_a_token_is_to_be_fetched() {
+        let fresh = Some(stored(NOW - 60, NOW - 60 + HOUR));
+        let due = Some(stored(NOW - 50 * 60, NOW + 10 * 60));
+        let mut spec_changed = observed(Found::Inputs(unread(fresh.clone())));
+        spec_changed.generation = Some(2);
+        let mut retried = observed(Found::Inputs(unread(due.clone())));
+        retried.failure = Some(failure(3, Duration::from_secs(30)));
+        for o in [
+            observed(Found::Inputs(unread(None))),
+            observed(Found::Inputs(unread(due))),
+            spec_changed,
+            retried,
+        ] {
+            assert!(needs_credentials(&o), "{:?}", o.found);
+            assert!(matches!(decide(&o), Decision::ReadCredentials));
+        }
+        // Once read, the same observations fetch (or back off).
+        assert!(matches!(decide(&with_token(50 * 60)), Decision::Fetch(_)));
+        assert!(!needs_credentials(&with_token(50 * 60)));
+    }
+
+    #[test]
+    fn the_recheck_is_the_interval_less_up_to_a_fifth_stable_for_object_and_moment() {
+        let mut o = with_token(60);
+        o.recheck_interval = Duration::from_secs(900);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            o.uid = format!("uid-{i}");
+            let r = recheck(&o);
+            assert!(
+                r <= o.recheck_interval && r >= o.recheck_interval.mul_f64(0.8),
+                "{r:?}"
+            );
+            assert_eq!(r, recheck(&o), "stable");
+            seen.insert(r.as_secs());
+        }
+        assert!(seen.len() > 100, "spread over the fifth: {seen:?}");
+        o.now += 1;
+        let moved = (0..200).any(|i| {
+            o.uid = format!("uid-{i}");
+            let later = recheck(&o);
+            o.now -= 1;
+            let earlier = recheck(&o);
+            o.now += 1;
+            later != earlier
+        });
+        assert!(moved, "the moment changes the jitter");
+    }
+
+    #[test]
+    fn problems_that_need_someone_are_looked_at_within_a_minute_whatever_the_recheck() {
+        let mut o = observed(Found::CredentialsProblem {
+            reason: reason::CREDENTIALS_NOT_FOUND,
+            message: "m".to_owned(),
+            stored: None,
+        });
+        o.recheck_interval = Duration::from_secs(3600);
+        match decide(&o) {
+            Decision::CredentialsProblem { recheck_in, .. } => assert_eq!(recheck_in, SOON),
+            other => panic!("{other:?}"),
+        }
+        o.recheck_interval = Duration::from_secs(10);
+        match decide(&o) {
+            Decision::CredentialsProblem { recheck_in, .. } => {
+                assert_eq!(recheck_in, Duration::from_secs(10))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_fresh_token_is_up_to_date_and_reported_as_valid() {
         let o = with_token(60);
@@ -682,7 +819,8 @@ mod tests {
         let plan = schedule::plan_for("uid-1", NOW - 60, NOW - 60 + HOUR, 12 * HOUR);
         assert_eq!(expires_at, NOW - 60 + HOUR);
         assert_eq!(
-            requeue, RECHECK,
+            requeue,
+            recheck(&o),
             "the re-check comes before the refresh time"
         );
         assert!(report.ready);
@@ -918,7 +1056,7 @@ mod tests {
         assert_eq!(done.report.subject.as_deref(), Some("app_payments"));
         assert_eq!(done.report.times.unwrap().refresh_at, plan.refresh_at);
         assert_eq!(done.hold, None);
-        assert_eq!(done.requeue, RECHECK);
+        assert_eq!(done.requeue, recheck(&o));
     }
 
     #[test]
@@ -970,7 +1108,7 @@ mod tests {
         let done = fetch.refreshed("header.claims.signature", &claims(NOW - 60, NOW + 3540));
         assert!(!done.write);
         assert_eq!(done.hold, None);
-        assert_eq!(done.requeue, RECHECK);
+        assert_eq!(done.requeue, recheck(&o));
     }
 
     #[test]

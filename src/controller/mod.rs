@@ -29,9 +29,10 @@ use futures::FutureExt;
 use futures::future::Shared;
 
 use futures::StreamExt;
-use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::{PredicateConfig, predicates};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 
@@ -89,14 +90,14 @@ pub async fn run_controllers(
         .into_iter()
         .map(|ns| {
             // Only M2MTokens are watched. Secrets are never listed or watched: each reconcile reads
-            // the two it needs by name, and every outcome looks again within the re-check interval,
-            // so a changed or deleted managed Secret is noticed then.
+            // the managed Secret by name (and the credentials Secret when a token is due), and an
+            // up-to-date token is looked at again on the slow re-check cadence.
             let tokens: Api<M2MToken> = match &ns {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
             let ctx = ctx.clone();
-            let controller = Controller::new(tokens, watcher::Config::default().any_semantic());
+            let controller = controller_for(tokens, settings.max_concurrent_refreshes);
             // Forget what is kept about deleted M2MTokens (expiry gauges, failures, reports) once a
             // minute.
             let store = controller.store();
@@ -145,6 +146,43 @@ pub async fn run_controllers(
     .await;
 }
 
+/// How many reconciles run at once, per controller: enough to keep `max_concurrent_refreshes`
+/// token requests busy while others read and write the API, few enough that a start with
+/// thousands of M2MTokens does not hold thousands of requests (and their buffers) in flight.
+pub fn reconcile_concurrency(max_concurrent_refreshes: usize) -> u16 {
+    u16::try_from(max_concurrent_refreshes.saturating_mul(2).clamp(8, 2048)).unwrap_or(u16::MAX)
+}
+
+/// Removes from an M2MToken what the projector never reads before it enters the controller's
+/// store: `managedFields` and `kubectl apply`'s copy of the object, which are most of a small
+/// object's size.
+pub fn slim(token: &mut M2MToken) {
+    token.metadata.managed_fields = None;
+    if let Some(annotations) = token.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The controller of the M2MTokens `tokens` sees: a store of slimmed objects ([`slim`]), and a
+/// reconcile when an M2MToken appears or its spec changes (`metadata.generation`); changes of
+/// the status (the projector's own writes) and of metadata set off none. At most
+/// [`reconcile_concurrency`] reconciles at once.
+fn controller_for(tokens: Api<M2MToken>, max_concurrent_refreshes: usize) -> Controller<M2MToken> {
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(tokens, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    Controller::for_stream(triggers, reader).with_config(
+        controller::Config::default().concurrency(reconcile_concurrency(max_concurrent_refreshes)),
+    )
+}
+
 /// Builds the shared reconcile context.
 pub fn context(
     client: Client,
@@ -153,18 +191,15 @@ pub fn context(
     settings: &Settings,
     instance: Option<String>,
 ) -> Arc<Context> {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "idaas-projector".to_owned(),
-            instance,
-        },
-    );
+    let reporter = Reporter {
+        controller: "idaas-projector".to_owned(),
+        instance,
+    };
     let mut ctx = Context::new(
         client,
         idaas,
         metrics,
-        recorder,
+        reporter,
         settings.max_concurrent_refreshes,
         settings.recheck_interval,
     );

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -67,7 +67,11 @@ pub struct Context {
     pub client: kube::Client,
     pub idaas: IdaasClient,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Publishes Warning events, folding repeats of the same one into a series. See
+    /// [`Context::recorder`].
+    recorder: Recorder,
+    /// Who publishes the events.
+    reporter: Reporter,
     /// Bounds concurrent calls to IDaaS.
     pub refreshes: Arc<Semaphore>,
     /// How often a fresh token's credentials Secret is looked at again.
@@ -92,15 +96,16 @@ impl Context {
         client: kube::Client,
         idaas: IdaasClient,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        reporter: Reporter,
         max_concurrent_refreshes: usize,
         recheck_interval: Duration,
     ) -> Self {
         Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             idaas,
             metrics,
-            recorder,
             refreshes: Arc::new(Semaphore::new(max_concurrent_refreshes.max(1))),
             recheck_interval,
             now: crate::time::unix_now,
@@ -110,6 +115,20 @@ impl Context {
             known: Mutex::new(std::collections::HashSet::new()),
             reports: Mutex::new(HashMap::new()),
             gate: WriteGate::Open,
+        }
+    }
+
+    /// The recorder to publish an event with. `fold`: the shared recorder, which folds repeats of
+    /// the same event (a failing refresh retried every few seconds) into one Event with a count,
+    /// and keeps each Event it published 6 minutes for that (until the next publish, in fact).
+    /// Else a recorder that keeps nothing, for events that are not repeated within minutes
+    /// (`Refreshed`, once per refresh; the sweep's, once per pod and state): through the shared
+    /// one they would keep one Event, about 4 KiB, per M2MToken or pod.
+    pub fn recorder(&self, fold: bool) -> Recorder {
+        if fold {
+            self.recorder.clone()
+        } else {
+            Recorder::new(self.client.clone(), self.reporter.clone())
         }
     }
 
@@ -329,7 +348,10 @@ fn key_of(token: &M2MToken) -> String {
 pub async fn reconcile(token: Arc<M2MToken>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.may_write()?;
     let run = Run::new(&token, &ctx)?;
-    let observed = run.observe().await?;
+    let mut observed = run.observe().await?;
+    if decide::needs_credentials(&observed) {
+        observed.found = run.read_credentials(observed.found).await?;
+    }
     let action = run.carry_out(decide(&observed)).await?;
     ctx.clear_api_errors(&run.key);
     Ok(action)
@@ -407,34 +429,40 @@ impl<'a> Run<'a> {
         }
         let stored = existing.as_ref().and_then(secret::read);
         let managed_version = existing.and_then(|s| s.metadata.resource_version);
-        let auth = &self.token.spec.client_auth;
-        let secret_ref = match client_auth_shape(auth) {
-            Ok(AuthShape::Federated(credential)) => {
-                // No secret to read: the ServiceAccount token is requested when a fetch is due.
-                return Ok(Found::Inputs(Inputs {
-                    max_age,
-                    stored,
-                    credential,
-                    credentials_version: None,
-                    managed_version,
-                }));
-            }
-            Ok(AuthShape::Secret(secret_ref)) => secret_ref,
+        let credential = match client_auth_shape(&self.token.spec.client_auth) {
+            // No secret to read: the ServiceAccount token is requested when a fetch is due.
+            Ok(AuthShape::Federated(credential)) => Some(credential),
+            // Read when a token is to be fetched ([`Run::read_credentials`]).
+            Ok(AuthShape::Secret(_)) => None,
             Err(message) => return Ok(Found::InvalidSpec { message }),
+        };
+        Ok(Found::Inputs(Inputs {
+            max_age,
+            stored,
+            credential,
+            credentials_version: None,
+            managed_version,
+        }))
+    }
+
+    /// Reads the credentials Secret into what `found` (inputs without a credential) lacks.
+    async fn read_credentials(&self, found: Found) -> Result<Found, Error> {
+        let (Found::Inputs(inputs), Ok(AuthShape::Secret(secret_ref))) =
+            (found, client_auth_shape(&self.token.spec.client_auth))
+        else {
+            return Err(Error::MissingField("spec.clientAuth.secretRef"));
         };
         let creds_secret = self.secrets.get_opt(&secret_ref.name).await?;
         Ok(match credentials(self.token, secret_ref, creds_secret) {
             Ok((credential, credentials_version)) => Found::Inputs(Inputs {
-                max_age,
-                stored,
-                credential,
+                credential: Some(credential),
                 credentials_version,
-                managed_version,
+                ..inputs
             }),
             Err((reason, message)) => Found::CredentialsProblem {
                 reason,
                 message,
-                stored,
+                stored: inputs.stored,
             },
         })
     }
@@ -477,6 +505,8 @@ impl<'a> Run<'a> {
                 Ok(Action::requeue(requeue))
             }
             Decision::BackingOff { wait } => Ok(Action::requeue(wait)),
+            // `reconcile` reads the credentials before deciding when they are needed.
+            Decision::ReadCredentials => Err(Error::MissingField("the credentials Secret")),
             Decision::Fetch(fetch) => match self.fetch(&fetch).await {
                 Ok(fetched) => self.refreshed(&fetch, &fetched).await,
                 Err(err) => self.failed(&fetch, &err).await,
@@ -489,7 +519,7 @@ impl<'a> Run<'a> {
         let spec = &self.token.spec;
         // One permit covers the whole refresh, the TokenRequest included.
         let _permit = self.ctx.refreshes.acquire().await;
-        let credential = match (&fetch.inputs.credential, &spec.client_auth.service_account) {
+        let credential = match (fetch.credential, &spec.client_auth.service_account) {
             (
                 Credential::FederatedOidc {
                     credential_name, ..
@@ -657,7 +687,8 @@ impl<'a> Run<'a> {
             secondary: None,
         };
         let target = self.token.object_ref(&());
-        if let Err(e) = self.ctx.recorder.publish(&event, &target).await {
+        let recorder = self.ctx.recorder(event.type_ == EventType::Warning);
+        if let Err(e) = recorder.publish(&event, &target).await {
             tracing::debug!(error = %e, "cannot publish event");
         }
     }

@@ -499,7 +499,9 @@ impl Sweeper {
             uid: Some(uid.to_owned()).filter(|u| !u.is_empty()),
             ..ObjectReference::default()
         };
-        if let Err(e) = self.ctx.recorder.publish(&event, &pod).await {
+        // Not folded: the sweep reports each pod and state once ([`Reported`]).
+        let recorder = self.ctx.recorder(false);
+        if let Err(e) = recorder.publish(&event, &pod).await {
             tracing::debug!(error = %e, pod = name, namespace, "cannot publish event");
         }
     }

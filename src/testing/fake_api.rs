@@ -208,6 +208,44 @@ impl FakeApi {
             .collect()
     }
 
+    /// How many objects of `collection` satisfy `test`, without copying them.
+    pub fn count(&self, collection: &str, test: impl Fn(&Value) -> bool) -> usize {
+        let objects = self.shared.objects.lock().expect("fake API lock");
+        objects
+            .items
+            .iter()
+            .filter(|((c, _, _), o)| c == collection && test(o))
+            .count()
+    }
+
+    /// How many requests were answered so far, by method and resource (`GET secrets`,
+    /// `PATCH m2mtokens/status`, `GET m2mtokens watch`), without copying them.
+    pub fn tally(&self) -> BTreeMap<String, usize> {
+        let objects = self.shared.objects.lock().expect("fake API lock");
+        let mut tally = BTreeMap::new();
+        for seen in &objects.seen {
+            let resource = split(&seen.path).map_or_else(
+                || seen.path.clone(),
+                |(collection, _, _, sub)| {
+                    let plural = collection.rsplit('/').next().unwrap_or("").to_owned();
+                    if sub.is_empty() {
+                        plural
+                    } else {
+                        format!("{plural}/{sub}")
+                    }
+                },
+            );
+            let watch = matches!(param(&seen.query, "watch"), Some("true" | "1"));
+            let key = format!(
+                "{} {resource}{}",
+                seen.method,
+                if watch { " watch" } else { "" }
+            );
+            *tally.entry(key).or_insert(0) += 1;
+        }
+        tally
+    }
+
     /// Answers `method` on every path that starts with `path_prefix` with 403 Forbidden.
     pub fn forbid(&self, method: &str, path_prefix: &str) {
         let mut objects = self.shared.objects.lock().expect("fake API lock");

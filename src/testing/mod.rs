@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use axum::http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 use crate::controller::reconcile::Context;
@@ -218,18 +218,15 @@ pub fn reconcile_context(
     idaas: IdaasClient,
     max_concurrent_refreshes: usize,
 ) -> Context {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "idaas-projector".into(),
-            instance: None,
-        },
-    );
+    let reporter = Reporter {
+        controller: "idaas-projector".into(),
+        instance: None,
+    };
     Context::new(
         client,
         idaas,
         Arc::new(Metrics::new()),
-        recorder,
+        reporter,
         max_concurrent_refreshes,
         Duration::from_secs(60),
     )

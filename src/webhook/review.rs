@@ -264,7 +264,10 @@ fn write_decision(
                     .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;
                 out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
                 let start = out.len();
-                out.resize(start + base64::encoded_len(json.len(), true).unwrap_or(0), 0);
+                out.resize(
+                    start + base64::encoded_len(json.len(), true).unwrap_or(0),
+                    0,
+                );
                 base64::engine::general_purpose::STANDARD
                     .encode_slice(&json, &mut out[start..])
                     .map_err(|e| BadReview(format!("cannot encode the patch: {e}")))?;

@@ -67,6 +67,57 @@ fn credentials(i: usize) -> Value {
     })
 }
 
+/// SIGTERM to the projector this bench started: `child`, or under a `--wrap` profiler the
+/// process below `child` that runs `bin` (the profiler then writes its data and exits). SIGKILL
+/// if `child` has not exited 20 s later.
+fn stop(child: &mut std::process::Child, bin: &str, wrapped: bool) {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let below_child = |mut pid: u32| {
+        for _ in 0..4 {
+            match parent(pid) {
+                Some(p) if p == child.id() => return true,
+                Some(p) if p > 1 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let target = std::fs::canonicalize(bin).ok();
+    let pids: Vec<u32> = if wrapped {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&pid| below_child(pid))
+            .filter(|pid| std::fs::canonicalize(format!("/proc/{pid}/exe")).ok() == target)
+            .collect()
+    } else {
+        vec![child.id()]
+    };
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    for _ in 0..200 {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -240,8 +291,7 @@ async fn main() {
     }
     let at_end = fake.tally();
     let rss_end = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child, &bin, text_arg("--wrap").is_some());
 
     let idle = total(&at_end) - total(&at_start);
     let per_token = |x: usize| x as f64 / n as f64;

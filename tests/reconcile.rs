@@ -195,6 +195,14 @@ async fn expect(
     body
 }
 
+/// The next two requests are an Event with `reason` and the status patch: answers both and
+/// returns the status patch sent.
+async fn expect_event_and_status(api: &mut MockApi, reason: &str) -> Value {
+    let event = expect(api, Method::POST, EVENTS_PATH, (StatusCode::OK, json!({}))).await;
+    assert_eq!(event["reason"], reason);
+    expect_status_patch(api).await
+}
+
 /// The next request is the M2MToken's status patch: answers it and returns the body sent.
 async fn expect_status_patch(api: &mut MockApi) -> Value {
     expect(api, Method::PATCH, STATUS_PATH, (StatusCode::OK, json!({}))).await
@@ -521,15 +529,7 @@ async fn a_rotated_client_secret_is_read_and_used_at_the_retry_after_invalid_cli
     old["data"]["client_secret"] = json!(base64::engine::general_purpose::STANDARD.encode("old"));
     let task = spawn_reconcile(&h, m2mtoken(&emu.issuer(), "12h"));
     answer_reads(&mut h.api, (StatusCode::OK, due.clone()), old).await;
-    let event = expect(
-        &mut h.api,
-        Method::POST,
-        EVENTS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
-    assert_eq!(event["reason"], "RefreshFailed");
-    let status = expect_status_patch(&mut h.api).await;
+    let status = expect_event_and_status(&mut h.api, "RefreshFailed").await;
     assert_eq!(ready(&status).1, "invalid_client");
     let action = task.await.unwrap().unwrap();
     h.api.expect_no_more().await;
@@ -1253,15 +1253,7 @@ async fn federated_oidc_sends_a_fresh_service_account_token_and_no_secret() {
         !serde_json::to_string(&written).unwrap().contains(&sa_token),
         "the ServiceAccount token is never stored"
     );
-    let event = expect(
-        &mut h.api,
-        Method::POST,
-        EVENTS_PATH,
-        (StatusCode::OK, json!({})),
-    )
-    .await;
-    assert_eq!(event["reason"], "Refreshed");
-    let status = expect_status_patch(&mut h.api).await;
+    let status = expect_event_and_status(&mut h.api, "Refreshed").await;
     assert_eq!(ready(&status).1, "Refreshed");
     assert!(!serde_json::to_string(&status).unwrap().contains(&sa_token));
     task.await.unwrap().unwrap();

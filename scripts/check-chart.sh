@@ -649,6 +649,30 @@ PYEOF
   grep -q "^sent twice" <<<"$out"
 }
 check "the routing check fails a rendering that sends a pod twice" routing_check_refuses
+# projector.resources size the projector's container only; resources the webhook's and the
+# combined one's.
+resources_per_component() {
+  render projector-resources 1.33.0 --set projector.resources.limits.memory=512Mi >/dev/null
+  "$PY" - "$RENDER/defaults.yaml" "$RENDER/combined.yaml" "$RENDER/projector-resources.yaml" <<'PYEOF'
+import sys, yaml
+def memory(path):
+    out = {}
+    for d in yaml.safe_load_all(open(path)):
+        if d and d["kind"] == "Deployment":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            out[d["metadata"]["labels"]["app.kubernetes.io/component"]] = (
+                c["resources"]["requests"]["memory"], c["resources"]["limits"]["memory"])
+    return out
+defaults, combined, custom = (memory(p) for p in sys.argv[1:4])
+want = {"webhook": ("64Mi", "256Mi"), "projector": ("96Mi", "256Mi")}
+assert defaults == want, defaults
+assert list(combined.values()) == [("64Mi", "256Mi")], combined
+assert custom == {"webhook": ("64Mi", "256Mi"), "projector": ("96Mi", "512Mi")}, custom
+print("webhook", defaults["webhook"], "projector", defaults["projector"], "combined", combined)
+PYEOF
+}
+check "projector.resources size the projector's container, resources the webhook's and combined" \
+  resources_per_component
 check "no rendering grants list or watch on Secrets" "$PY" "$WORK/secrets_rbac.py" "$RENDER"/*.yaml manifests/install.yaml
 # The check itself: a rendering that grants watch on Secrets must fail it.
 secrets_check_refuses() {

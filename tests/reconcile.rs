@@ -574,6 +574,23 @@ async fn managed_secret_deleted_is_recreated() {
     assert_eq!(emu.token_requests(), 1);
 }
 
+#[tokio::test]
+async fn a_deleted_managed_secret_is_recreated_at_the_next_look_within_the_recheck_interval() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
+    let t = unix_now();
+    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    let secret = managed_secret(&token, t - 60, t + 3540, "42");
+    // A look at the fresh token: one GET, and the next look within the re-check interval (60 s
+    // here; 15 minutes by default): the documented bound.
+    let (_, action) = look_without_status(&mut h, &emu.issuer(), &secret).await;
+    assert_recheck(&action);
+    assert_eq!(emu.token_requests(), 0);
+    // Someone deletes the Secret meanwhile: that next look finds none, fetches and creates it.
+    run_refresh_success(&mut h, m2mtoken(&emu.issuer(), "12h"), not_found(NAME)).await;
+    assert_eq!(emu.token_requests(), 1);
+}
+
 /// Starts a reconcile and answers its two reads: the managed Secret (`resourceVersion` 7) holds a
 /// token that is due for refresh but still valid for 10 minutes; the credentials are usable.
 async fn reconcile_due_token(

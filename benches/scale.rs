@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use idaas_projector::testing::fake_api::FakeApi;
+use idaas_projector::testing::fake_api::{self, FakeApi};
 use idaas_projector::testing::{bench_arg, emulator, install_provider};
 use serde_json::{Value, json};
 
@@ -29,10 +29,9 @@ const CLIENT_ID: &str = "app_scale";
 const CLIENT_SECRET: &str = "scale-client-secret";
 const AUDIENCE: &str = "scale-audience";
 
+/// A text flag `name VALUE` (`--bin`, `--recheck`, `--wrap`), if given.
 fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1).cloned()
+    Some(bench_arg(name, String::new())).filter(|v| !v.is_empty())
 }
 
 fn m2m_token(i: usize, issuer: &str) -> Value {
@@ -209,16 +208,7 @@ async fn main() {
     }
     let url = fake.serve().await;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
-             user: fake\n    namespace: {NAMESPACE}\ncurrent-context: fake\n"
-        ),
-    )
-    .expect("the kubeconfig is written");
+    let kubeconfig = fake_api::kubeconfig(dir.path(), &url, NAMESPACE);
     let before = fake.tally();
 
     let mut args: Vec<String> = Vec::new();

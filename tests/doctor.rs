@@ -25,7 +25,7 @@ use idaas_projector::doctor::{self, AssumeRoleSettings, Kind, Settings};
 use idaas_projector::emulator::idaas::IdaasEmulator;
 use idaas_projector::emulator::sts::{StsConfig, StsEmulator};
 use idaas_projector::idaas::{AllowedOrigins, Credential, HttpConfig, IdaasClient};
-use idaas_projector::testing::fake_api::{DryRunHook, FakeApi};
+use idaas_projector::testing::fake_api::{self, DryRunHook, FakeApi};
 use idaas_projector::testing::{self, api_failure, install_provider};
 use idaas_projector::time::unix_now;
 use idaas_projector::webhook::cache::{AccountMeta, account_annotations, defaults_of, strip};
@@ -944,18 +944,6 @@ async fn bad_usage_and_missing_targets() {
 
 // ---- the binary ----
 
-/// A kubeconfig in `dir` for the API at `url`, namespace `shop`.
-fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-         users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
-         user: fake\n    namespace: shop\ncurrent-context: fake\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 struct Ran {
     status: i32,
     stdout: String,
@@ -990,7 +978,7 @@ async fn binary_exit_statuses_json_and_no_token_in_any_output() {
     let sts = w.sts().await;
     w.run_pod(true);
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &w.api.serve().await);
+    let config = fake_api::kubeconfig(dir.path(), &w.api.serve().await, "shop");
     let endpoint = sts.endpoint();
     let signature = w.token.rsplit('.').next().unwrap().to_owned();
     for output in ["json", "text"] {

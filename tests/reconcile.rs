@@ -98,6 +98,14 @@ fn managed_secret(token: &str, iat: i64, exp: i64, creds_version: &str) -> Value
     })
 }
 
+/// The managed Secret holding a fresh token from `emu` (issued a minute ago, valid for an hour),
+/// written with credentials version `creds_version`.
+fn fresh_secret(emu: &IdaasEmulator, creds_version: &str) -> Value {
+    let t = unix_now();
+    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
+    managed_secret(&token, t - 60, t + 3540, creds_version)
+}
+
 /// The credentials Secret, open to the projector (its label) and to every M2MToken.
 fn credentials_secret() -> Value {
     json!({
@@ -391,9 +399,7 @@ async fn first_creation_fetches_and_writes_the_secret() {
 async fn fresh_token_means_no_idaas_call_and_no_write() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
-    let t = unix_now();
-    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
-    let secret = managed_secret(&token, t - 60, t + 3540, "42");
+    let secret = fresh_secret(&emu, "42");
     // After a restart the status is empty: it is filled in from the Secret, without a fetch.
     let (status, action) = look_without_status(&mut h, &emu.issuer(), &secret).await;
     let (s, reason, _) = ready(&status);
@@ -419,9 +425,7 @@ fn assert_recheck(action: &Action) {
 async fn unchanged_status_is_not_patched_again() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
-    let t = unix_now();
-    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
-    let secret_json = managed_secret(&token, t - 60, t + 3540, "42");
+    let secret_json = fresh_secret(&emu, "42");
 
     // First pass: learn the status the reconciler writes.
     let (status, _) = look_without_status(&mut h, &emu.issuer(), &secret_json).await;
@@ -486,8 +490,7 @@ async fn a_changed_credentials_secret_is_not_read_while_the_token_is_fresh_and_u
     let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
     let t = unix_now();
     // The Secret was written with credentials version 41; the credentials Secret is now at 42.
-    let fresh = stored_jwt(&emu.issuer(), t - 60, t + 3540);
-    let written = managed_secret(&fresh, t - 60, t + 3540, "41");
+    let written = fresh_secret(&emu, "41");
     let (status, _) = look_without_status(&mut h, &emu.issuer(), &written).await;
     assert_eq!(ready(&status).0, "True");
     assert_eq!(emu.token_requests(), 0, "the fresh token is kept");
@@ -578,9 +581,7 @@ async fn managed_secret_deleted_is_recreated() {
 async fn a_deleted_managed_secret_is_recreated_at_the_next_look_within_the_recheck_interval() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let mut h = harness(&emu.origin(), Arc::new(Metrics::new()));
-    let t = unix_now();
-    let token = stored_jwt(&emu.issuer(), t - 60, t + 3540);
-    let secret = managed_secret(&token, t - 60, t + 3540, "42");
+    let secret = fresh_secret(&emu, "42");
     // A look at the fresh token: one GET, and the next look within the re-check interval (60 s
     // here; 15 minutes by default): the documented bound.
     let (_, action) = look_without_status(&mut h, &emu.issuer(), &secret).await;

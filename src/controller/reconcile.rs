@@ -74,7 +74,8 @@ pub struct Context {
     reporter: Reporter,
     /// Bounds concurrent calls to IDaaS.
     pub refreshes: Arc<Semaphore>,
-    /// How often a fresh token's credentials Secret is looked at again.
+    /// How often the managed Secret of a fresh token is looked at again, less up to a fifth
+    /// ([`decide::recheck`]).
     pub recheck_interval: Duration,
     /// Wall clock in Unix seconds (tests set it).
     pub now: fn() -> i64,
@@ -505,8 +506,10 @@ impl<'a> Run<'a> {
                 Ok(Action::requeue(requeue))
             }
             Decision::BackingOff { wait } => Ok(Action::requeue(wait)),
-            // `reconcile` reads the credentials before deciding when they are needed.
-            Decision::ReadCredentials => Err(Error::MissingField("the credentials Secret")),
+            // `reconcile` reads the credentials before deciding when they are needed; only an
+            // M2MToken without a credentials Secret to read could get here, as in
+            // `read_credentials`.
+            Decision::ReadCredentials => Err(Error::MissingField("spec.clientAuth.secretRef")),
             Decision::Fetch(fetch) => match self.fetch(&fetch).await {
                 Ok(fetched) => self.refreshed(&fetch, &fetched).await,
                 Err(err) => self.failed(&fetch, &err).await,

@@ -271,6 +271,19 @@ impl FakeApi {
     }
 }
 
+/// Writes a kubeconfig in `dir` for the API at `url` (from [`FakeApi::serve`]), with
+/// `namespace` as its context's namespace, for a process started against this API.
+pub fn kubeconfig(dir: &std::path::Path, url: &str, namespace: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+         users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+         user: fake\n    namespace: {namespace}\ncurrent-context: fake\n"
+    );
+    std::fs::write(&path, text).expect("the kubeconfig is written");
+    path
+}
+
 fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
